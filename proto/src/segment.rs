@@ -1,0 +1,128 @@
+//! Segment integrity records.
+
+use std::fmt;
+
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+use crate::error::IdError;
+use crate::ids::SegmentId;
+
+/// A SHA-256 digest. Serialized as 64 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sha256Digest(pub [u8; 32]);
+
+impl Sha256Digest {
+    /// Hashes `data`.
+    pub fn of(data: &[u8]) -> Self {
+        Self(Sha256::digest(data).into())
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Result<Self, IdError> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).map_err(|_| IdError::BadDigest)?;
+        Ok(Self(out))
+    }
+
+    /// 64 lowercase hex digits.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Standard base64 with padding, as RFC 9530 `Repr-Digest` carries it.
+    pub fn to_base64(&self) -> String {
+        base64::engine::general_purpose::STANDARD.encode(self.0)
+    }
+
+    /// The value of an RFC 9530 `Repr-Digest` header: `sha-256=:<base64>:`.
+    pub fn repr_digest_header(&self) -> String {
+        format!("sha-256=:{}:", self.to_base64())
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256Digest({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl Serialize for Sha256Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for Sha256Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Self::from_hex(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// What the origin publishes about each segment: the integrity record a peer
+/// checks bytes against. It comes from the origin (over HTTP or relayed by
+/// the tracker), never from another peer.
+///
+/// Room to grow: per-chunk hashes (or a Merkle root over fixed chunks) for
+/// cut-through relaying will be a new optional field; decoders ignore fields
+/// they do not know, so older peers keep working.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentMeta {
+    /// `stream/rendition/seq`.
+    pub id: SegmentId,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the whole segment.
+    pub sha256: Sha256Digest,
+    /// Media duration in milliseconds.
+    pub duration_ms: u32,
+    /// When the origin published it, Unix time in milliseconds.
+    pub published_at_ms: u64,
+}
+
+impl SegmentMeta {
+    /// True when `data` is exactly the segment this record describes.
+    pub fn matches(&self, data: &[u8]) -> bool {
+        data.len() as u64 == self.size && Sha256Digest::of(data) == self.sha256
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn digest_encodings() {
+        let d = Sha256Digest::of(b"abc");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(d.repr_digest_header(), "sha-256=:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=:");
+        assert_eq!(Sha256Digest::from_hex(&d.to_hex()).unwrap(), d);
+        assert!(Sha256Digest::from_hex("zz").is_err());
+        assert!(Sha256Digest::from_hex(&"0".repeat(63)).is_err());
+    }
+
+    #[test]
+    fn meta_matches_only_its_bytes() {
+        let meta = SegmentMeta {
+            id: "s/r/1".parse().unwrap(),
+            size: 3,
+            sha256: Sha256Digest::of(b"abc"),
+            duration_ms: 2000,
+            published_at_ms: 1,
+        };
+        assert!(meta.matches(b"abc"));
+        assert!(!meta.matches(b"abd"));
+        assert!(!meta.matches(b"abcd"));
+    }
+}
