@@ -1,1 +1,68 @@
-fn main(){}
+//! `swarmcast-origin`: parses config, starts tracing and metrics, runs the
+//! origin library.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use clap::Parser as _;
+use swarmcast_origin::config::{Command, Config};
+use swarmcast_proto::{Claims, Role, StreamId, TokenKey};
+
+fn main() -> ExitCode {
+    let args = match swarmcast_svc::args_with_config_file(false) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("swarmcast-origin: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = Config::parse_from(args);
+    if let Some(Command::Token { stream, role, ttl }) = &config.command {
+        return print_token(&config, stream, role, *ttl);
+    }
+    swarmcast_svc::init_tracing();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("swarmcast-origin: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        swarmcast_svc::cancel_on_signals(shutdown.clone());
+        match swarmcast_origin::run(config, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("swarmcast-origin: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn print_token(config: &Config, stream: &str, role: &str, ttl: u64) -> ExitCode {
+    let Some(secret) = &config.token_secret else {
+        eprintln!("swarmcast-origin token: needs --token-secret (or SWARMCAST_TOKEN_SECRET)");
+        return ExitCode::from(2);
+    };
+    let (stream, role) = match (StreamId::new(stream), role.parse::<Role>()) {
+        (Ok(s), Ok(r)) => (s, r),
+        _ => {
+            eprintln!("swarmcast-origin token: bad --stream or --role (viewer, ingest, relay)");
+            return ExitCode::from(2);
+        }
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    println!(
+        "{}",
+        TokenKey::new(secret.as_bytes()).sign(&Claims {
+            stream,
+            role,
+            expires_at: now + ttl
+        })
+    );
+    ExitCode::SUCCESS
+}

@@ -128,7 +128,9 @@ impl RenditionId {
     /// Validates raw bytes from the wire.
     pub fn from_bytes(b: &[u8]) -> Result<Self, IdError> {
         if b.is_empty() {
-            return Err(IdError::Empty { kind: "rendition id" });
+            return Err(IdError::Empty {
+                kind: "rendition id",
+            });
         }
         if b.len() > Self::MAX_LEN {
             return Err(IdError::TooLong {
@@ -243,7 +245,11 @@ impl FromStr for SegmentId {
             return Err(IdError::BadSegment);
         }
         let seq = seq.parse().map_err(|_| IdError::BadSegment)?;
-        Ok(Self::new(StreamId::new(stream)?, RenditionId::new(rendition)?, seq))
+        Ok(Self::new(
+            StreamId::new(stream)?,
+            RenditionId::new(rendition)?,
+            seq,
+        ))
     }
 }
 
@@ -266,7 +272,10 @@ mod tests {
 
     #[test]
     fn accepts_plain_ids() {
-        assert_eq!(StreamId::new("keynote-2026_a").unwrap().as_str(), "keynote-2026_a");
+        assert_eq!(
+            StreamId::new("keynote-2026_a").unwrap().as_str(),
+            "keynote-2026_a"
+        );
         assert_eq!(RenditionId::new("360p").unwrap().as_str(), "360p");
         assert_eq!(PeerId::new("AbC123").unwrap().to_string(), "AbC123");
     }
@@ -288,7 +297,14 @@ mod tests {
         let id: SegmentId = "test/360p/42".parse().unwrap();
         assert_eq!(id.seq, 42);
         assert_eq!(id.to_string(), "test/360p/42");
-        for bad in ["test/360p", "test/360p/", "test/360p/-1", "test/360p/1/2", "../x/1", "t/r/99999999999999999999999"] {
+        for bad in [
+            "test/360p",
+            "test/360p/",
+            "test/360p/-1",
+            "test/360p/1/2",
+            "../x/1",
+            "t/r/99999999999999999999999",
+        ] {
             assert!(bad.parse::<SegmentId>().is_err(), "{bad:?}");
         }
     }
@@ -296,6 +312,9 @@ mod tests {
     #[test]
     fn serde_refuses_bad_ids() {
         assert!(serde_json::from_str::<StreamId>("\"../etc\"").is_err());
-        assert_eq!(serde_json::from_str::<StreamId>("\"ok\"").unwrap().as_str(), "ok");
+        assert_eq!(
+            serde_json::from_str::<StreamId>("\"ok\"").unwrap().as_str(),
+            "ok"
+        );
     }
 }

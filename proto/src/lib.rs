@@ -20,5 +20,5 @@ pub mod wire;
 
 pub use error::{Error, FrameError, IdError, MessageError, TokenError};
 pub use ids::{PeerId, RenditionId, SegmentId, Seq, StreamId};
-pub use segment::{SegmentMeta, Sha256Digest};
+pub use segment::{RenditionIndex, SegmentMeta, Sha256Digest};
 pub use token::{Claims, Role, TokenKey};

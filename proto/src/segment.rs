@@ -95,6 +95,19 @@ impl SegmentMeta {
     }
 }
 
+/// The origin's JSON index of one rendition's live window
+/// (`/live/{stream}/{rendition}/index.json`): where a peer gets hashes from
+/// the origin itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenditionIndex {
+    /// The stream.
+    pub stream: crate::ids::StreamId,
+    /// The rendition.
+    pub rendition: crate::ids::RenditionId,
+    /// The segments of the live window, oldest first.
+    pub segments: Vec<SegmentMeta>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,7 +119,10 @@ mod tests {
             d.to_hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(d.repr_digest_header(), "sha-256=:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=:");
+        assert_eq!(
+            d.repr_digest_header(),
+            "sha-256=:ungWv48Bz+pBQUDeXa4iI7ADYaOWF3qctBD/YfIAFa0=:"
+        );
         assert_eq!(Sha256Digest::from_hex(&d.to_hex()).unwrap(), d);
         assert!(Sha256Digest::from_hex("zz").is_err());
         assert!(Sha256Digest::from_hex(&"0".repeat(63)).is_err());

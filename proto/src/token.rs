@@ -191,13 +191,28 @@ mod tests {
         let key = TokenKey::new(b"secret");
         let t = key.sign(&claims("test", Role::Ingest, 1000));
         let s = StreamId::new("test").unwrap();
-        assert_eq!(key.verify(&t, &s, Role::Ingest, 999).unwrap().expires_at, 1000);
-        assert_eq!(key.verify(&t, &s, Role::Ingest, 1000), Err(TokenError::Expired));
-        assert_eq!(key.verify(&t, &s, Role::Viewer, 1), Err(TokenError::WrongRole));
+        assert_eq!(
+            key.verify(&t, &s, Role::Ingest, 999).unwrap().expires_at,
+            1000
+        );
+        assert_eq!(
+            key.verify(&t, &s, Role::Ingest, 1000),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            key.verify(&t, &s, Role::Viewer, 1),
+            Err(TokenError::WrongRole)
+        );
         let other = StreamId::new("other").unwrap();
-        assert_eq!(key.verify(&t, &other, Role::Ingest, 1), Err(TokenError::WrongStream));
+        assert_eq!(
+            key.verify(&t, &other, Role::Ingest, 1),
+            Err(TokenError::WrongStream)
+        );
         let wrong_key = TokenKey::new(b"other secret");
-        assert_eq!(wrong_key.verify(&t, &s, Role::Ingest, 1), Err(TokenError::BadSignature));
+        assert_eq!(
+            wrong_key.verify(&t, &s, Role::Ingest, 1),
+            Err(TokenError::BadSignature)
+        );
     }
 
     #[test]
@@ -205,7 +220,11 @@ mod tests {
         let key = TokenKey::new(b"secret");
         let t = key.sign(&claims("test", Role::Viewer, 1000));
         let (_, tag) = t.split_once('.').unwrap();
-        let forged = format!("{}.{}", URL_SAFE_NO_PAD.encode("v1:test:viewer:99999999"), tag);
+        let forged = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode("v1:test:viewer:99999999"),
+            tag
+        );
         assert_eq!(key.decode(&forged), Err(TokenError::BadSignature));
     }
 
@@ -217,9 +236,19 @@ mod tests {
             assert_eq!(key.decode(bad), Err(TokenError::Malformed), "{bad:?}");
         }
         // A correctly signed payload that does not parse is malformed, not forged.
-        for payload in ["v2:test:viewer:1", "v1:test:admin:1", "v1:te/st:viewer:1", "v1:test:viewer:x", "v1:test:viewer:1:2"] {
+        for payload in [
+            "v2:test:viewer:1",
+            "v1:test:admin:1",
+            "v1:te/st:viewer:1",
+            "v1:test:viewer:x",
+            "v1:test:viewer:1:2",
+        ] {
             let tag = key.tag(payload.as_bytes()).finalize().into_bytes();
-            let t = format!("{}.{}", URL_SAFE_NO_PAD.encode(payload), URL_SAFE_NO_PAD.encode(tag));
+            let t = format!(
+                "{}.{}",
+                URL_SAFE_NO_PAD.encode(payload),
+                URL_SAFE_NO_PAD.encode(tag)
+            );
             assert_eq!(key.decode(&t), Err(TokenError::Malformed), "{payload}");
         }
     }

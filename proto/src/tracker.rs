@@ -522,23 +522,35 @@ mod tests {
 
     #[test]
     fn limits_are_enforced() {
-        let big = format!(r#"{{"v":1,"type":"ping","nonce":1,"pad":"{}"}}"#, "x".repeat(MAX_MESSAGE));
-        assert_eq!(ClientMsg::decode(&big).unwrap_err().code(), ErrorCode::TooLarge);
+        let big = format!(
+            r#"{{"v":1,"type":"ping","nonce":1,"pad":"{}"}}"#,
+            "x".repeat(MAX_MESSAGE)
+        );
+        assert_eq!(
+            ClientMsg::decode(&big).unwrap_err().code(),
+            ErrorCode::TooLarge
+        );
         let sdp = "x".repeat(MAX_SDP + 1);
         let msg = ClientMsg::Signal {
             to: PeerId::new("b").unwrap(),
             signal: Signal::Offer { sdp },
         };
         assert!(ClientMsg::decode(&msg.encode()).is_err());
-        let e = ClientMsg::decode(r#"{"v":1,"type":"have_map","rendition":"r","base_seq":0,"bitmap":"zz"}"#);
+        let e = ClientMsg::decode(
+            r#"{"v":1,"type":"have_map","rendition":"r","base_seq":0,"bitmap":"zz"}"#,
+        );
         assert!(e.is_err());
-        let e = ClientMsg::decode(r#"{"v":1,"type":"hello","token":"t","stream":"../x","peer_id":"p","kind":"native"}"#);
+        let e = ClientMsg::decode(
+            r#"{"v":1,"type":"hello","token":"t","stream":"../x","peer_id":"p","kind":"native"}"#,
+        );
         assert_eq!(e.unwrap_err().code(), ErrorCode::Malformed);
     }
 
     #[test]
     fn error_messages_are_cut_to_the_limit() {
-        let ServerMsg::Error { message, .. } = ServerMsg::error(ErrorCode::Internal, "é".repeat(300)) else {
+        let ServerMsg::Error { message, .. } =
+            ServerMsg::error(ErrorCode::Internal, "é".repeat(300))
+        else {
             panic!("error() builds an error");
         };
         assert!(message.len() <= MAX_TEXT);

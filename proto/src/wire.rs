@@ -411,7 +411,13 @@ mod tests {
         for f in Frame::chunks(long, 1, &seg, 0).unwrap() {
             let wire = f.encode().unwrap();
             assert!(wire.len() <= MAX_FRAME);
-            let Frame::Chunk { offset, data, total, .. } = Frame::decode(wire).unwrap() else {
+            let Frame::Chunk {
+                offset,
+                data,
+                total,
+                ..
+            } = Frame::decode(wire).unwrap()
+            else {
                 panic!("decoded a chunk");
             };
             assert_eq!(offset as usize, rebuilt.len());
@@ -441,6 +447,9 @@ mod tests {
             total: 12,
             data: Bytes::from_static(b"abc"),
         };
-        assert!(matches!(overrun.encode(), Err(FrameError::ChunkOverrun { .. })));
+        assert!(matches!(
+            overrun.encode(),
+            Err(FrameError::ChunkOverrun { .. })
+        ));
     }
 }
