@@ -61,6 +61,9 @@ fn lines(text: &str) -> Result<impl Iterator<Item = (usize, &str)>, OriginError>
 /// A URI the origin accepts in a pushed playlist: a relative file name
 /// (optionally with a path, of which only the last part counts).
 fn uri_file_name(uri: &str) -> Option<&str> {
+    if uri.split('/').any(|part| part == "..") {
+        return None;
+    }
     let name = uri.rsplit('/').next()?;
     let ok = !name.is_empty()
         && name.len() <= 128
