@@ -361,6 +361,30 @@ async fn test_source_serves_a_live_stream_that_decodes() {
         assert!(r.bytes().await.unwrap().is_empty());
     }
     std::fs::remove_dir_all(&dir).unwrap();
+    // A real HLS client (ffmpeg's demuxer) plays three seconds of the live
+    // stream from the master playlist.
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &o.url("/live/test/master.m3u8"),
+            "-map",
+            "0:v:0",
+            "-t",
+            "3",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg could not play the stream: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // CORS preflight.
     let r = c
         .request(
