@@ -869,3 +869,78 @@ fn missing_ffmpeg_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("apt-get install ffmpeg"), "{err}");
 }
+
+#[test]
+fn config_from_a_file_and_the_environment() {
+    let dir = tmp_dir("config");
+    let file = dir.join("origin.toml");
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:0\"\nwindow-segments = 5\nplaylist-segments = 9\n",
+    )
+    .unwrap();
+    // Cross-field checks apply to what the file says.
+    let out = Command::new(env!("CARGO_BIN_EXE_swarmcast-origin"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--playlist-segments"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An unknown key is refused like an unknown flag.
+    std::fs::write(&file, "listen = \"127.0.0.1:0\"\nno-such-key = 1\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_swarmcast-origin"))
+        .env("SWARMCAST_CONFIG", &file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-key"));
+    // A flag on the command line wins over the file; the environment fills in
+    // what neither gives.
+    std::fs::write(&file, "listen = \"127.0.0.1:1\"\n").unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarmcast-origin"))
+        .args([
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("SWARMCAST_TOKEN_SECRET", SECRET)
+        .env("SWARMCAST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(
+        line.starts_with("listening on http://127.0.0.1:") && !line.contains(":1\n"),
+        "{line}"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The token subcommand signs with the secret from the environment.
+    let out = Command::new(env!("CARGO_BIN_EXE_swarmcast-origin"))
+        .args([
+            "token", "--stream", "cfg", "--role", "ingest", "--ttl", "60",
+        ])
+        .env("SWARMCAST_TOKEN_SECRET", SECRET)
+        .output()
+        .unwrap();
+    let tok = String::from_utf8(out.stdout).unwrap();
+    let claims = TokenKey::new(SECRET.as_bytes())
+        .verify(
+            tok.trim(),
+            &StreamId::new("cfg").unwrap(),
+            Role::Ingest,
+            now_s(),
+        )
+        .unwrap();
+    assert!(claims.expires_at <= now_s() + 60);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -302,3 +302,48 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_files_become_flags() {
+        let dir = std::env::temp_dir().join(format!("swarmcast-svc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:0\"\ntest-source = true\nquiet = false\nwindow-segments = 12\nrenditions = [\"a\", \"b\"]\n",
+        )
+        .unwrap();
+        let args: Vec<String> = config_file_args(&path)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.into_string().unwrap())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--listen",
+                "127.0.0.1:0",
+                "--renditions",
+                "a",
+                "--renditions",
+                "b",
+                "--test-source",
+                "--window-segments",
+                "12"
+            ]
+        );
+        std::fs::write(&path, "listen = [").unwrap();
+        assert!(matches!(
+            config_file_args(&path),
+            Err(SvcError::ConfigFile { .. })
+        ));
+        std::fs::write(&path, "nested = { a = 1 }").unwrap();
+        assert!(config_file_args(&path).is_err());
+        assert!(config_file_args(&dir.join("missing.toml")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
