@@ -125,6 +125,9 @@ pub struct StatsReport {
     /// Neighbours connected now.
     #[serde(default)]
     pub peers: u32,
+    /// Time from start to the first frame played, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup_ms: Option<u64>,
 }
 
 /// Client → tracker.
@@ -157,6 +160,12 @@ pub enum ClientMsg {
     WantPeers {
         /// How many.
         count: u16,
+    },
+    /// The data channel to this neighbour closed (or never opened): the
+    /// tracker frees the slot on both sides.
+    PeerClosed {
+        /// The neighbour.
+        peer_id: PeerId,
     },
     /// Relay a signal to another peer of the same swarm.
     Signal {
@@ -419,6 +428,7 @@ impl ClientMsg {
             }
             ClientMsg::Signal { signal, .. } => check_signal(signal),
             ClientMsg::WantPeers { .. }
+            | ClientMsg::PeerClosed { .. }
             | ClientMsg::Publish { .. }
             | ClientMsg::Stats(_)
             | ClientMsg::Ping { .. }
@@ -434,6 +444,7 @@ impl ClientMsg {
             ClientMsg::Lost { .. } => "lost",
             ClientMsg::HaveMap { .. } => "have_map",
             ClientMsg::WantPeers { .. } => "want_peers",
+            ClientMsg::PeerClosed { .. } => "peer_closed",
             ClientMsg::Signal { .. } => "signal",
             ClientMsg::Publish { .. } => "publish",
             ClientMsg::Stats(_) => "stats",

@@ -189,9 +189,15 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
             }),
         any::<u16>().prop_map(|count| ClientMsg::WantPeers { count }),
         (peer(), signal()).prop_map(|(to, signal)| ClientMsg::Signal { to, signal }),
+        peer().prop_map(|peer_id| ClientMsg::PeerClosed { peer_id }),
         meta().prop_map(|meta| ClientMsg::Publish { meta }),
-        (any::<[u64; 5]>(), any::<Option<u64>>(), any::<u32>()).prop_map(
-            |(c, latency_ms, peers)| {
+        (
+            any::<[u64; 5]>(),
+            any::<Option<u64>>(),
+            any::<u32>(),
+            any::<Option<u64>>()
+        )
+            .prop_map(|(c, latency_ms, peers, startup_ms)| {
                 ClientMsg::Stats(StatsReport {
                     http_bytes: c[0],
                     p2p_bytes: c[1],
@@ -200,9 +206,9 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                     stall_ms: c[4],
                     latency_ms,
                     peers,
+                    startup_ms,
                 })
-            }
-        ),
+            }),
         any::<u64>().prop_map(|nonce| ClientMsg::Ping { nonce }),
         any::<u64>().prop_map(|nonce| ClientMsg::Pong { nonce }),
     ]

@@ -302,6 +302,7 @@ fn tracker() {
         "lost",
         "have_map",
         "want_peers",
+        "peer_closed",
         "publish",
         "stats",
         "ping",
