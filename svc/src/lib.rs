@@ -151,6 +151,19 @@ pub fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
+/// Raises this process's soft limit on open files to its hard limit (a
+/// tracker or load generator holds one descriptor per peer). Returns the
+/// limit now in force.
+pub fn raise_fd_limit() -> u64 {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(error = %e, "cannot raise the open-file limit");
+            0
+        }
+    }
+}
+
 /// Cancels `token` on SIGINT or SIGTERM.
 pub fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {

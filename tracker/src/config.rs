@@ -1,0 +1,167 @@
+//! The tracker's configuration: flags, `SWARMCAST_*` environment variables,
+//! or a TOML file (`--config FILE`, keys are the long flag names).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use swarmcast_proto::tracker::IceServer;
+
+use crate::error::TrackerError;
+use crate::swarm::SwarmConfig;
+
+/// `swarmcast-tracker`: the brain of a live event. Peers join swarms over a
+/// WebSocket (`/v1/ws`); the tracker keeps the segment index, introduces
+/// neighbours, relays WebRTC signalling, and plans who fetches each new
+/// segment first.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "swarmcast-tracker", version, args_override_self = true)]
+pub struct Config {
+    /// TOML file with defaults for any flag below (flags given here win).
+    #[arg(long, env = "SWARMCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on (port 0 picks one; printed as `listening on ...`).
+    #[arg(long, env = "SWARMCAST_LISTEN", default_value = "127.0.0.1:7000")]
+    pub listen: SocketAddr,
+
+    /// PEM certificate chain: serve wss:// and https:// (needs --tls-key).
+    #[arg(long, env = "SWARMCAST_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SWARMCAST_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Secret that signs stream tokens (shared with the origin).
+    #[arg(long, env = "SWARMCAST_TOKEN_SECRET", hide_env_values = true)]
+    pub token_secret: String,
+
+    /// Most swarms (streams) at once.
+    #[arg(long, env = "SWARMCAST_MAX_SWARMS", default_value_t = 1024)]
+    pub max_swarms: usize,
+
+    /// Most sessions in one swarm.
+    #[arg(long, env = "SWARMCAST_MAX_PEERS_PER_SWARM", default_value_t = 20_000)]
+    pub max_peers_per_swarm: usize,
+
+    /// Neighbours each peer is given (K).
+    #[arg(long, env = "SWARMCAST_NEIGHBOURS", default_value_t = 8)]
+    pub neighbours: u16,
+
+    /// Segments per rendition kept in the index.
+    #[arg(long, env = "SWARMCAST_WINDOW_SEGMENTS", default_value_t = 30)]
+    pub window_segments: u32,
+
+    /// Viewers per first fetcher (about one first fetcher per cell).
+    #[arg(long, env = "SWARMCAST_CELL_SIZE", default_value_t = 300)]
+    pub cell_size: u32,
+
+    /// Fewest first fetchers per segment.
+    #[arg(long, env = "SWARMCAST_MIN_FIRST_FETCHERS", default_value_t = 2)]
+    pub min_first_fetchers: u32,
+
+    /// Most first fetchers per segment.
+    #[arg(long, env = "SWARMCAST_MAX_FIRST_FETCHERS", default_value_t = 32)]
+    pub max_first_fetchers: u32,
+
+    /// A first fetcher that has not announced `have` within this many ms is
+    /// replaced.
+    #[arg(
+        long,
+        env = "SWARMCAST_FIRST_FETCH_DEADLINE_MS",
+        default_value_t = 1500
+    )]
+    pub first_fetch_deadline_ms: u64,
+
+    /// Messages per second a session may send (sustained).
+    #[arg(long, env = "SWARMCAST_MSGS_PER_SEC", default_value_t = 100)]
+    pub msgs_per_sec: u32,
+
+    /// Messages a session may send in a burst.
+    #[arg(long, env = "SWARMCAST_MSG_BURST", default_value_t = 400)]
+    pub msg_burst: u32,
+
+    /// Signals per second a peer may relay (sustained).
+    #[arg(long, env = "SWARMCAST_SIGNALS_PER_SEC", default_value_t = 50)]
+    pub signals_per_sec: u32,
+
+    /// Interval of the tracker's WebSocket pings, ms.
+    #[arg(long, env = "SWARMCAST_PING_INTERVAL_MS", default_value_t = 5_000)]
+    pub ping_interval_ms: u32,
+
+    /// A session silent this long (ms) is closed and forgotten.
+    #[arg(long, env = "SWARMCAST_IDLE_TIMEOUT_MS", default_value_t = 15_000)]
+    pub idle_timeout_ms: u32,
+
+    /// STUN/TURN URLs handed to peers (repeat or comma-separate).
+    #[arg(long, env = "SWARMCAST_ICE_SERVERS", value_delimiter = ',')]
+    pub ice_server: Vec<String>,
+
+    /// Seconds open sessions get to close at shutdown.
+    #[arg(long, env = "SWARMCAST_GRACE_SECONDS", default_value_t = 2)]
+    pub grace_seconds: u64,
+}
+
+impl Config {
+    /// Checks across fields, with a clear message.
+    pub fn validate(&self) -> Result<(), TrackerError> {
+        let err = |m: &str| Err(TrackerError::Config(m.into()));
+        if self.token_secret.len() < 16 {
+            return err("--token-secret must be at least 16 bytes");
+        }
+        if self.neighbours == 0 || self.neighbours > 64 {
+            return err("--neighbours must be between 1 and 64");
+        }
+        if self.window_segments < 3 || self.window_segments > 8192 {
+            return err("--window-segments must be between 3 and 8192");
+        }
+        if self.min_first_fetchers == 0 || self.min_first_fetchers > self.max_first_fetchers {
+            return err("--min-first-fetchers must be at least 1 and at most --max-first-fetchers");
+        }
+        if self.cell_size == 0 {
+            return err("--cell-size must be at least 1");
+        }
+        if self.msgs_per_sec == 0 || self.msg_burst < self.msgs_per_sec {
+            return err("--msg-burst must be at least --msgs-per-sec, which must be at least 1");
+        }
+        if self.idle_timeout_ms <= self.ping_interval_ms {
+            return err("--idle-timeout-ms must be longer than --ping-interval-ms");
+        }
+        for u in &self.ice_server {
+            if !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:")) {
+                return Err(TrackerError::Config(format!(
+                    "--ice-server {u:?} is not a stun:/turn: URL"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The per-swarm settings.
+    pub fn swarm(&self) -> SwarmConfig {
+        SwarmConfig {
+            max_peers: self.max_peers_per_swarm,
+            neighbours: self.neighbours,
+            window_segments: self.window_segments,
+            cell_size: self.cell_size,
+            min_first_fetchers: self.min_first_fetchers,
+            max_first_fetchers: self.max_first_fetchers,
+            first_fetch_deadline_ms: self.first_fetch_deadline_ms,
+            signals_per_sec: self.signals_per_sec,
+            signal_burst: self.signals_per_sec * 4,
+            ping_interval_ms: self.ping_interval_ms,
+            idle_timeout_ms: self.idle_timeout_ms,
+            ice_servers: if self.ice_server.is_empty() {
+                Vec::new()
+            } else {
+                vec![IceServer {
+                    urls: self.ice_server.clone(),
+                    username: None,
+                    credential: None,
+                }]
+            },
+            ..SwarmConfig::default()
+        }
+    }
+}

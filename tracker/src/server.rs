@@ -1,0 +1,597 @@
+//! The tokio shell around the sans-IO [`Swarm`] core.
+//!
+//! Ownership: one task owns each swarm (its [`Swarm`] core and the senders
+//! to its sessions) and is fed through a bounded channel; one task owns each
+//! WebSocket session. The registry of swarms is a `DashMap` from stream id
+//! to that channel, touched only when a session joins. Sessions decode JSON,
+//! check tokens and apply per-session rate limits in parallel; the swarm
+//! task does only index and selection work, and encodes each outgoing
+//! message once for all its recipients.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use dashmap::DashMap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use swarmcast_proto::tracker::{ClientKind, ClientMsg, ErrorCode, MAX_MESSAGE, ServerMsg};
+use swarmcast_proto::{Role, StreamId, TokenKey};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument as _, debug, field, info, info_span, warn};
+
+use crate::stats::StreamStats;
+use crate::swarm::{JoinRequest, Recipients, Slot, Swarm, SwarmConfig};
+
+/// Messages queued to one session before it counts as too slow and is
+/// dropped.
+const SESSION_QUEUE: usize = 1024;
+/// Commands queued to one swarm task.
+const SWARM_QUEUE: usize = 8192;
+/// A session must say hello within this time.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Consecutive rate-limit violations after which a session is closed.
+const MAX_VIOLATIONS: u32 = 50;
+
+type ConnId = u64;
+
+enum Cmd {
+    Join {
+        req: JoinRequest,
+        conn: ConnId,
+        out: mpsc::Sender<Utf8Bytes>,
+        reply: oneshot::Sender<Result<Slot, ErrorCode>>,
+    },
+    Msg {
+        slot: Slot,
+        conn: ConnId,
+        msg: ClientMsg,
+    },
+    Leave {
+        slot: Slot,
+        conn: ConnId,
+    },
+    Stats {
+        reply: oneshot::Sender<StreamStats>,
+    },
+}
+
+/// Per-session limits.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Sustained messages per second.
+    pub msgs_per_sec: u32,
+    /// Burst.
+    pub msg_burst: u32,
+    /// WebSocket ping interval.
+    pub ping_interval: Duration,
+    /// Silence after which a session is closed.
+    pub idle_timeout: Duration,
+}
+
+/// The tracker's shared state.
+#[derive(Debug)]
+pub struct Tracker {
+    key: TokenKey,
+    swarm_cfg: SwarmConfig,
+    limits: SessionLimits,
+    max_swarms: usize,
+    swarms: DashMap<StreamId, mpsc::Sender<Cmd>>,
+    next_conn: AtomicU64,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+    metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Cmd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Cmd")
+    }
+}
+
+impl Tracker {
+    /// Shared state for the routes.
+    pub fn new(
+        key: TokenKey,
+        swarm_cfg: SwarmConfig,
+        limits: SessionLimits,
+        max_swarms: usize,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            key,
+            swarm_cfg,
+            limits,
+            max_swarms,
+            swarms: DashMap::new(),
+            next_conn: AtomicU64::new(1),
+            shutdown,
+            tasks,
+            metrics: swarmcast_svc::metrics_handle(),
+        })
+    }
+
+    fn swarm(self: &Arc<Self>, stream: &StreamId) -> Result<mpsc::Sender<Cmd>, ErrorCode> {
+        if let Some(tx) = self.swarms.get(stream) {
+            if !tx.is_closed() {
+                return Ok(tx.clone());
+            }
+        }
+        if self.swarms.len() >= self.max_swarms {
+            return Err(ErrorCode::Overloaded);
+        }
+        let tx = self
+            .swarms
+            .entry(stream.clone())
+            .and_modify(|tx| {
+                if tx.is_closed() {
+                    *tx = self.spawn_swarm(stream.clone());
+                }
+            })
+            .or_insert_with(|| self.spawn_swarm(stream.clone()))
+            .clone();
+        metrics::gauge!("swarmcast_tracker_swarms").set(self.swarms.len() as f64);
+        Ok(tx)
+    }
+
+    fn spawn_swarm(self: &Arc<Self>, stream: StreamId) -> mpsc::Sender<Cmd> {
+        let (tx, rx) = mpsc::channel(SWARM_QUEUE);
+        let span = info_span!("swarm", stream = %stream);
+        let this = self.clone();
+        self.tasks
+            .spawn(swarm_task(this, stream, rx).instrument(span));
+        tx
+    }
+
+    async fn stats(&self, stream: &StreamId) -> Option<StreamStats> {
+        let tx = self.swarms.get(stream)?.clone();
+        let (reply, rx) = oneshot::channel();
+        tx.send(Cmd::Stats { reply }).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// The routes: `/v1/ws`, `/v1/streams`, `/v1/streams/{stream}/stats`, the
+/// dashboard at `/`, `/metrics`, `/healthz`.
+pub fn router(tracker: Arc<Tracker>) -> Router {
+    Router::new()
+        .route("/v1/ws", get(ws_upgrade))
+        .route("/v1/streams", get(list_streams))
+        .route("/v1/streams/{stream}/stats", get(stream_stats))
+        .route("/", get(|| async { Html(include_str!("dashboard.html")) }))
+        .route(
+            "/dashboard",
+            get(|| async { Html(include_str!("dashboard.html")) }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics_page))
+        .with_state(tracker)
+}
+
+async fn metrics_page(State(t): State<Arc<Tracker>>) -> Response {
+    if let Some(rss) = resident_bytes() {
+        metrics::gauge!("swarmcast_tracker_resident_bytes").set(rss as f64);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        t.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Resident memory of this process, from `/proc/self/statm`.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+async fn list_streams(State(t): State<Arc<Tracker>>) -> Response {
+    let ids: Vec<StreamId> = t.swarms.iter().map(|e| e.key().clone()).collect();
+    let mut out = Vec::new();
+    for id in ids {
+        if let Some(mut s) = t.stats(&id).await {
+            s.segments.clear();
+            out.push(s);
+        }
+    }
+    axum::Json(out).into_response()
+}
+
+async fn stream_stats(State(t): State<Arc<Tracker>>, Path(stream): Path<String>) -> Response {
+    let Ok(id) = StreamId::new(stream) else {
+        return (StatusCode::BAD_REQUEST, "bad stream id\n").into_response();
+    };
+    match t.stats(&id).await {
+        Some(s) => axum::Json(s).into_response(),
+        None => (StatusCode::NOT_FOUND, "unknown stream\n").into_response(),
+    }
+}
+
+async fn ws_upgrade(
+    State(t): State<Arc<Tracker>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Messages up to twice the protocol limit reach the session, which
+    // answers `too_large`; larger ones end the connection.
+    ws.max_message_size(2 * MAX_MESSAGE)
+        .max_frame_size(2 * MAX_MESSAGE)
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .on_upgrade(move |socket| {
+            let conn = t.next_conn.fetch_add(1, Ordering::Relaxed);
+            let span =
+                info_span!("session", conn, %remote, stream = field::Empty, peer = field::Empty);
+            session(t, socket, conn).instrument(span)
+        })
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::UnsupportedVersion => "unsupported_version",
+        ErrorCode::Malformed => "malformed",
+        ErrorCode::TooLarge => "too_large",
+        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::TokenExpired => "token_expired",
+        ErrorCode::NotJoined => "not_joined",
+        ErrorCode::UnknownPeer => "unknown_peer",
+        ErrorCode::PeerIdTaken => "peer_id_taken",
+        ErrorCode::RateLimited => "rate_limited",
+        ErrorCode::Forbidden => "forbidden",
+        ErrorCode::Overloaded => "overloaded",
+        ErrorCode::Internal => "internal",
+    }
+}
+
+async fn send_error(ws: &mut WebSocket, code: ErrorCode, message: &str) -> bool {
+    metrics::counter!("swarmcast_tracker_refused_total", "code" => code_name(code)).increment(1);
+    debug!(code = code_name(code), message, "refused");
+    ws.send(Message::text(ServerMsg::error(code, message).encode()))
+        .await
+        .is_ok()
+}
+
+struct Joined {
+    swarm: mpsc::Sender<Cmd>,
+    slot: Slot,
+}
+
+async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
+    metrics::gauge!("swarmcast_tracker_sessions").increment(1.0);
+    let (out_tx, mut out_rx) = mpsc::channel::<Utf8Bytes>(SESSION_QUEUE);
+    let mut out_tx = Some(out_tx);
+    let mut joined: Option<Joined> = None;
+    let limits = t.limits;
+    let mut tokens = f64::from(limits.msg_burst);
+    let mut refill_at = Instant::now();
+    let mut violations = 0u32;
+    let mut last_seen = Instant::now();
+    let started = Instant::now();
+    let mut ping = tokio::time::interval(limits.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let reason: &'static str = loop {
+        tokio::select! {
+            _ = t.shutdown.cancelled() => {
+                let _ = ws.send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1001, reason: "tracker shutting down".into() }))).await;
+                break "shutdown";
+            }
+            _ = ping.tick() => {
+                if joined.is_none() && started.elapsed() > HELLO_TIMEOUT {
+                    let _ = send_error(&mut ws, ErrorCode::NotJoined, "no hello in time").await;
+                    break "hello_timeout";
+                }
+                if last_seen.elapsed() > limits.idle_timeout {
+                    break "idle";
+                }
+                if ws.send(Message::Ping(Default::default())).await.is_err() {
+                    break "closed";
+                }
+            }
+            out = out_rx.recv(), if joined.is_some() => match out {
+                Some(text) => {
+                    if ws.send(Message::Text(text)).await.is_err() {
+                        break "closed";
+                    }
+                }
+                // The swarm dropped this session (too slow to read).
+                None => break "slow",
+            },
+            frame = ws.recv() => {
+                let Some(Ok(frame)) = frame else { break "closed" };
+                last_seen = Instant::now();
+                let text = match frame {
+                    Message::Text(t) => t,
+                    Message::Binary(_) => {
+                        if !send_error(&mut ws, ErrorCode::Malformed, "binary frames are not part of the protocol").await {
+                            break "closed";
+                        }
+                        continue;
+                    }
+                    Message::Close(_) => break "closed",
+                    Message::Ping(_) | Message::Pong(_) => continue,
+                };
+                // Rate limit (token bucket) before any parsing.
+                let now = Instant::now();
+                tokens = (tokens + now.duration_since(refill_at).as_secs_f64() * f64::from(limits.msgs_per_sec)).min(f64::from(limits.msg_burst));
+                refill_at = now;
+                if tokens < 1.0 {
+                    violations += 1;
+                    if violations > MAX_VIOLATIONS {
+                        let _ = send_error(&mut ws, ErrorCode::RateLimited, "message flood: closing").await;
+                        break "flood";
+                    }
+                    if !send_error(&mut ws, ErrorCode::RateLimited, "too many messages").await {
+                        break "closed";
+                    }
+                    continue;
+                }
+                tokens -= 1.0;
+                violations = 0;
+                let msg = match ClientMsg::decode(text.as_str()) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        if !send_error(&mut ws, e.code(), &e.to_string()).await {
+                            break "closed";
+                        }
+                        continue;
+                    }
+                };
+                metrics::counter!("swarmcast_tracker_messages_total", "type" => msg.kind()).increment(1);
+                match (&joined, msg) {
+                    (None, ClientMsg::Hello(hello)) => {
+                        let role = match hello.kind {
+                            ClientKind::Native | ClientKind::Browser => Role::Viewer,
+                            ClientKind::Relay => Role::Relay,
+                            ClientKind::Publisher => Role::Ingest,
+                        };
+                        if let Err(e) = t.key.verify(&hello.token, &hello.stream, role, now_s()) {
+                            let _ = send_error(&mut ws, e.code(), &e.to_string()).await;
+                            break "unauthorized";
+                        }
+                        let span = tracing::Span::current();
+                        span.record("stream", field::display(&hello.stream));
+                        span.record("peer", field::display(&hello.peer_id));
+                        let swarm = match t.swarm(&hello.stream) {
+                            Ok(s) => s,
+                            Err(code) => {
+                                let _ = send_error(&mut ws, code, "too many streams").await;
+                                break "overloaded";
+                            }
+                        };
+                        let (reply, rx) = oneshot::channel();
+                        let req = JoinRequest { peer_id: hello.peer_id, kind: hello.kind, region: hello.region, upload_kbps: hello.upload_kbps };
+                        let Some(out) = out_tx.take() else { break "closed" };
+                        if swarm.send(Cmd::Join { req, conn, out, reply }).await.is_err() {
+                            let _ = send_error(&mut ws, ErrorCode::Internal, "swarm unavailable, retry").await;
+                            break "internal";
+                        }
+                        match rx.await {
+                            Ok(Ok(slot)) => {
+                                info!("joined");
+                                joined = Some(Joined { swarm, slot });
+                            }
+                            Ok(Err(code)) => {
+                                let _ = send_error(&mut ws, code, match code {
+                                    ErrorCode::PeerIdTaken => "peer id already in this swarm",
+                                    _ => "swarm is full",
+                                }).await;
+                                break "refused";
+                            }
+                            Err(_) => break "internal",
+                        }
+                    }
+                    (None, _) => {
+                        if !send_error(&mut ws, ErrorCode::NotJoined, "say hello first").await {
+                            break "closed";
+                        }
+                    }
+                    (Some(_), ClientMsg::Ping { nonce }) => {
+                        if ws.send(Message::text(ServerMsg::Pong { nonce }.encode())).await.is_err() {
+                            break "closed";
+                        }
+                    }
+                    (Some(_), ClientMsg::Pong { .. }) => {}
+                    (Some(j), msg) => {
+                        if j.swarm.send(Cmd::Msg { slot: j.slot, conn, msg }).await.is_err() {
+                            break "internal";
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Some(j) = joined {
+        let _ = j.swarm.send(Cmd::Leave { slot: j.slot, conn }).await;
+    }
+    debug!(reason, "session ended");
+    metrics::counter!("swarmcast_tracker_disconnects_total", "reason" => reason).increment(1);
+    metrics::gauge!("swarmcast_tracker_sessions").decrement(1.0);
+}
+
+async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cmd>) {
+    let seed = rand::random::<u64>();
+    let mut core = Swarm::new(stream.clone(), t.swarm_cfg.clone(), seed);
+    let mut conns: Vec<Option<(ConnId, mpsc::Sender<Utf8Bytes>)>> = Vec::new();
+    let epoch = Instant::now();
+    let now_ms = || epoch.elapsed().as_millis() as u64;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut empty_since: Option<Instant> = None;
+    let mut refused_seen = std::collections::BTreeMap::new();
+    let mut exported = crate::swarm::Counters::default();
+    loop {
+        let deadline = core.poll_timeout();
+        let sleep = async {
+            match deadline {
+                Some(d) => {
+                    tokio::time::sleep_until((epoch + Duration::from_millis(d)).into()).await
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                let now = now_ms();
+                match cmd {
+                    Cmd::Join { req, conn, out, reply } => {
+                        let r = core.join(now, req);
+                        if let Ok(slot) = r {
+                            let i = slot as usize;
+                            if conns.len() <= i {
+                                conns.resize_with(i + 1, || None);
+                            }
+                            conns[i] = Some((conn, out));
+                        }
+                        let _ = reply.send(r);
+                    }
+                    Cmd::Msg { slot, conn, msg } => {
+                        if conns.get(slot as usize).and_then(Option::as_ref).is_some_and(|(c, _)| *c == conn) {
+                            core.handle(now, slot, msg);
+                        }
+                    }
+                    Cmd::Leave { slot, conn } => {
+                        let owned = conns.get(slot as usize).and_then(Option::as_ref).is_some_and(|(c, _)| *c == conn);
+                        if owned {
+                            conns[slot as usize] = None;
+                            core.leave(now, slot);
+                        }
+                    }
+                    Cmd::Stats { reply } => {
+                        let _ = reply.send(core.stats());
+                    }
+                }
+            }
+            _ = sleep => core.handle_timeout(now_ms()),
+            _ = tick.tick() => {
+                export(&stream, &core, &mut exported, &mut refused_seen);
+                if core.is_empty() {
+                    let since = *empty_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > Duration::from_secs(60) && rx.is_empty() {
+                        // Unregister, then drain what raced in before stopping.
+                        rx.close();
+                        t.swarms.remove_if(&stream, |_, tx| tx.is_closed());
+                        while let Ok(cmd) = rx.try_recv() {
+                            if let Cmd::Join { reply, .. } = cmd {
+                                let _ = reply.send(Err(ErrorCode::Internal));
+                            }
+                        }
+                        metrics::gauge!("swarmcast_tracker_swarms").set(t.swarms.len() as f64);
+                        info!("swarm empty for 60 s: removed");
+                        return;
+                    }
+                } else {
+                    empty_since = None;
+                }
+            }
+        }
+        deliver(&mut core, &mut conns, now_ms());
+    }
+}
+
+/// Sends every queued output; a session whose queue is full is dropped
+/// (the core forgets it at once; its connection closes when it sees its
+/// queue closed).
+fn deliver(core: &mut Swarm, conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes>)>], now: u64) {
+    while let Some(o) = core.poll_output() {
+        let Ok(text) = Utf8Bytes::try_from(o.text) else {
+            warn!("core produced non-UTF-8 text");
+            continue;
+        };
+        let slots: &[Slot] = match &o.to {
+            Recipients::One(s) => std::slice::from_ref(s),
+            Recipients::Many(v) => v,
+        };
+        let mut dropped = Vec::new();
+        for &s in slots {
+            if let Some(Some((_, tx))) = conns.get(s as usize) {
+                if tx.try_send(text.clone()).is_err() {
+                    dropped.push(s);
+                }
+            }
+        }
+        metrics::counter!("swarmcast_tracker_messages_sent_total")
+            .increment((slots.len() - dropped.len()) as u64);
+        for s in dropped {
+            conns[s as usize] = None;
+            core.leave(now, s);
+            metrics::counter!("swarmcast_tracker_slow_sessions_dropped_total").increment(1);
+        }
+    }
+}
+
+fn export(
+    stream: &StreamId,
+    core: &Swarm,
+    last: &mut crate::swarm::Counters,
+    refused_seen: &mut std::collections::BTreeMap<&'static str, u64>,
+) {
+    let c = core.counters();
+    let inc = |name: &'static str, now: u64, before: u64| {
+        if now > before {
+            metrics::counter!(name).increment(now - before);
+        }
+    };
+    inc(
+        "swarmcast_tracker_segments_published_total",
+        c.published,
+        last.published,
+    );
+    inc(
+        "swarmcast_tracker_first_fetch_assigned_total",
+        c.first_fetch_assigned,
+        last.first_fetch_assigned,
+    );
+    inc(
+        "swarmcast_tracker_first_fetch_replaced_total",
+        c.first_fetch_replaced,
+        last.first_fetch_replaced,
+    );
+    inc(
+        "swarmcast_tracker_signals_relayed_total",
+        c.signals_relayed,
+        last.signals_relayed,
+    );
+    for (code, &n) in &c.refused {
+        let before = refused_seen.get(code).copied().unwrap_or(0);
+        if n > before {
+            metrics::counter!("swarmcast_tracker_refused_total", "code" => *code)
+                .increment(n - before);
+        }
+        refused_seen.insert(code, n);
+    }
+    *last = c.clone();
+    let s = core.stats();
+    let id = stream.to_string();
+    metrics::gauge!("swarmcast_tracker_viewers", "stream" => id.clone()).set(f64::from(s.viewers));
+    metrics::gauge!("swarmcast_tracker_offload_ratio", "stream" => id.clone()).set(s.offload);
+    metrics::gauge!("swarmcast_tracker_http_bytes", "stream" => id.clone())
+        .set(s.http_bytes as f64);
+    metrics::gauge!("swarmcast_tracker_p2p_bytes", "stream" => id.clone()).set(s.p2p_bytes as f64);
+    metrics::gauge!("swarmcast_tracker_stalls", "stream" => id.clone()).set(s.stalls as f64);
+    if let Some(v) = s.spread_50_ms_median {
+        metrics::gauge!("swarmcast_tracker_spread_ms", "stream" => id.clone(), "share" => "0.5")
+            .set(v as f64);
+    }
+    if let Some(v) = s.spread_95_ms_median {
+        metrics::gauge!("swarmcast_tracker_spread_ms", "stream" => id, "share" => "0.95")
+            .set(v as f64);
+    }
+}

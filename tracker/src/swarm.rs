@@ -1,0 +1,1464 @@
+//! The sans-IO core of one swarm (one stream): membership, the segment
+//! index, peer selection, signalling relay and the dissemination plan.
+//!
+//! Driver contract (the tokio shell in `server.rs`, the tests, and the event
+//! simulator all follow it):
+//! 1. Every call takes `now`, milliseconds on a monotonic clock the driver
+//!    owns; the core reads no clock and does no I/O. Randomness comes from the
+//!    seed given to [`Swarm::new`].
+//! 2. Feed inputs: [`Swarm::join`] when a session's hello was authenticated,
+//!    [`Swarm::handle`] for each later message of that session,
+//!    [`Swarm::leave`] when the session ends.
+//! 3. After each input, drain [`Swarm::poll_output`] and deliver every
+//!    [`Output`] to its recipients, in order.
+//! 4. Call [`Swarm::handle_timeout`] when the time given by
+//!    [`Swarm::poll_timeout`] has come (first-fetch deadlines).
+//!
+//! The core never panics on what peers send: every message is checked, and a
+//! bad one earns its sender an error message and a count in [`Counters`].
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::seq::{IndexedRandom as _, SliceRandom as _};
+use rand::{Rng as _, SeedableRng as _};
+use swarmcast_proto::tracker::{
+    ClientKind, ClientMsg, ErrorCode, IceServer, PeerConfig, PeerInfo, SegmentRef, ServerMsg,
+    StatsReport,
+};
+use swarmcast_proto::{PeerId, RenditionId, SegmentMeta, Seq, StreamId};
+
+use crate::bitset::BitSet;
+use crate::stats::{KindCounts, SegmentStats, StreamStats};
+
+/// A session's index in the swarm (reused after it leaves).
+pub type Slot = u32;
+
+/// Settings of every swarm.
+#[derive(Debug, Clone)]
+pub struct SwarmConfig {
+    /// Most sessions in one swarm.
+    pub max_peers: usize,
+    /// Neighbours each peer is given (K).
+    pub neighbours: u16,
+    /// Segments per rendition kept in the index.
+    pub window_segments: u32,
+    /// Most renditions per swarm.
+    pub max_renditions: usize,
+    /// Viewers per first fetcher: a swarm of N viewers gets about
+    /// `N / cell_size` first fetchers per segment (within the bounds below).
+    pub cell_size: u32,
+    /// Fewest first fetchers per segment (when the swarm has that many).
+    pub min_first_fetchers: u32,
+    /// Most first fetchers per segment.
+    pub max_first_fetchers: u32,
+    /// A first fetcher that has not announced `have` by then is replaced.
+    pub first_fetch_deadline_ms: u64,
+    /// Candidates scored per selection (a random sample when the swarm is
+    /// larger).
+    pub selection_sample: usize,
+    /// Signals a peer may relay per second (sustained).
+    pub signals_per_sec: u32,
+    /// Signals a peer may relay in a burst.
+    pub signal_burst: u32,
+    /// Told to peers in their welcome.
+    pub ping_interval_ms: u32,
+    /// Told to peers in their welcome.
+    pub idle_timeout_ms: u32,
+    /// STUN/TURN servers told to peers.
+    pub ice_servers: Vec<IceServer>,
+}
+
+impl Default for SwarmConfig {
+    fn default() -> Self {
+        Self {
+            max_peers: 20_000,
+            neighbours: 8,
+            window_segments: 30,
+            max_renditions: 8,
+            cell_size: 300,
+            min_first_fetchers: 2,
+            max_first_fetchers: 32,
+            first_fetch_deadline_ms: 1500,
+            selection_sample: 256,
+            signals_per_sec: 50,
+            signal_burst: 200,
+            ping_interval_ms: 10_000,
+            idle_timeout_ms: 30_000,
+            ice_servers: Vec::new(),
+        }
+    }
+}
+
+/// Who gets an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recipients {
+    /// One session.
+    One(Slot),
+    /// Several sessions (the same text to each).
+    Many(Vec<Slot>),
+}
+
+/// A message to deliver: encoded once, shared by every recipient.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Recipients.
+    pub to: Recipients,
+    /// JSON text of a [`ServerMsg`].
+    pub text: Bytes,
+}
+
+/// What the swarm has counted since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Sessions joined.
+    pub joins: u64,
+    /// Sessions left.
+    pub leaves: u64,
+    /// Segments published by the origin.
+    pub published: u64,
+    /// First-fetch assignments sent.
+    pub first_fetch_assigned: u64,
+    /// First fetchers replaced after their deadline.
+    pub first_fetch_replaced: u64,
+    /// Signals relayed.
+    pub signals_relayed: u64,
+    /// Messages refused, by error code.
+    pub refused: BTreeMap<&'static str, u64>,
+}
+
+/// What a session says in its hello (already authenticated).
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// The peer's id.
+    pub peer_id: PeerId,
+    /// What it is.
+    pub kind: ClientKind,
+    /// Region label.
+    pub region: Option<String>,
+    /// Upload capacity offered, kbit/s.
+    pub upload_kbps: u32,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: u64,
+}
+
+impl Bucket {
+    fn take(&mut self, now: u64, per_sec: u32, burst: u32) -> bool {
+        let dt = now.saturating_sub(self.at) as f64 / 1000.0;
+        self.at = now;
+        self.tokens = (self.tokens + dt * f64::from(per_sec)).min(f64::from(burst));
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Peer {
+    id: PeerId,
+    kind: ClientKind,
+    region: Option<Arc<str>>,
+    upload_kbps: u32,
+    neighbours: Vec<Slot>,
+    /// The rendition this peer last announced (what it watches).
+    interest: Option<RenditionId>,
+    signals: Bucket,
+    stats: StatsReport,
+    /// When it was last made a first fetcher.
+    last_assigned: Option<u64>,
+}
+
+impl Peer {
+    fn is_viewer(&self) -> bool {
+        matches!(self.kind, ClientKind::Native | ClientKind::Browser)
+    }
+    fn shares(&self) -> bool {
+        self.kind != ClientKind::Publisher
+    }
+}
+
+#[derive(Debug)]
+struct Fetcher {
+    slot: Slot,
+    deadline: u64,
+}
+
+#[derive(Debug, Default)]
+struct Entry {
+    meta: Option<Arc<SegmentMeta>>,
+    holders: BitSet,
+    published_at: Option<u64>,
+    /// Viewers expected to want it, counted at publish.
+    population: u32,
+    /// First fetchers still within their deadline.
+    fetchers: Vec<Fetcher>,
+    /// Every slot ever asked to fetch it (never asked twice).
+    asked: Vec<Slot>,
+    planned: u32,
+    t50: Option<u64>,
+    t95: Option<u64>,
+}
+
+#[derive(Debug, Default)]
+struct RenditionIdx {
+    newest_published: Option<Seq>,
+    segs: BTreeMap<Seq, Entry>,
+}
+
+/// One swarm.
+#[derive(Debug)]
+pub struct Swarm {
+    stream: StreamId,
+    cfg: SwarmConfig,
+    rng: SmallRng,
+    peers: Vec<Option<Peer>>,
+    free: Vec<Slot>,
+    by_id: HashMap<PeerId, Slot>,
+    live: usize,
+    renditions: BTreeMap<RenditionId, RenditionIdx>,
+    out: VecDeque<Output>,
+    counters: Counters,
+    /// Stats of sessions that left, added up.
+    departed: StatsReport,
+    startup_samples: VecDeque<u64>,
+}
+
+fn encode(msg: &ServerMsg) -> Bytes {
+    Bytes::from(msg.encode())
+}
+
+impl Swarm {
+    /// An empty swarm.
+    pub fn new(stream: StreamId, cfg: SwarmConfig, seed: u64) -> Self {
+        Self {
+            stream,
+            cfg,
+            rng: SmallRng::seed_from_u64(seed),
+            peers: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            live: 0,
+            renditions: BTreeMap::new(),
+            out: VecDeque::new(),
+            counters: Counters::default(),
+            departed: StatsReport::default(),
+            startup_samples: VecDeque::new(),
+        }
+    }
+
+    /// The stream.
+    pub fn stream(&self) -> &StreamId {
+        &self.stream
+    }
+
+    /// Sessions in the swarm.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// No session.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// The next output to deliver.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn send(&mut self, slot: Slot, msg: &ServerMsg) {
+        self.out.push_back(Output {
+            to: Recipients::One(slot),
+            text: encode(msg),
+        });
+    }
+
+    fn refuse(&mut self, slot: Slot, code: ErrorCode, message: &str) {
+        let name = match code {
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::PeerIdTaken => "peer_id_taken",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Internal => "internal",
+        };
+        *self.counters.refused.entry(name).or_default() += 1;
+        self.send(slot, &ServerMsg::error(code, message));
+    }
+
+    fn peer(&self, slot: Slot) -> Option<&Peer> {
+        self.peers.get(slot as usize).and_then(Option::as_ref)
+    }
+
+    fn peer_mut(&mut self, slot: Slot) -> Option<&mut Peer> {
+        self.peers.get_mut(slot as usize).and_then(Option::as_mut)
+    }
+
+    fn info(&self, slot: Slot, initiator: bool) -> Option<PeerInfo> {
+        self.peer(slot).map(|p| PeerInfo {
+            peer_id: p.id.clone(),
+            kind: p.kind,
+            region: p.region.as_deref().map(str::to_owned),
+            initiator,
+        })
+    }
+
+    /// Admits an authenticated session. On success the welcome, its first
+    /// neighbours and the live edge are queued for it.
+    pub fn join(&mut self, now: u64, req: JoinRequest) -> Result<Slot, ErrorCode> {
+        if self.by_id.contains_key(&req.peer_id) {
+            *self.counters.refused.entry("peer_id_taken").or_default() += 1;
+            return Err(ErrorCode::PeerIdTaken);
+        }
+        if self.live >= self.cfg.max_peers {
+            *self.counters.refused.entry("overloaded").or_default() += 1;
+            return Err(ErrorCode::Overloaded);
+        }
+        let peer = Peer {
+            id: req.peer_id.clone(),
+            kind: req.kind,
+            region: req.region.map(Arc::from),
+            upload_kbps: req.upload_kbps,
+            neighbours: Vec::new(),
+            interest: None,
+            signals: Bucket {
+                tokens: f64::from(self.cfg.signal_burst),
+                at: now,
+            },
+            stats: StatsReport::default(),
+            last_assigned: None,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.peers[s as usize] = Some(peer);
+                s
+            }
+            None => {
+                self.peers.push(Some(peer));
+                (self.peers.len() - 1) as Slot
+            }
+        };
+        self.by_id.insert(req.peer_id.clone(), slot);
+        self.live += 1;
+        self.counters.joins += 1;
+        let welcome = ServerMsg::Welcome {
+            peer_id: req.peer_id,
+            config: PeerConfig {
+                max_peers: self.cfg.neighbours,
+                window_segments: self.cfg.window_segments,
+                ping_interval_ms: self.cfg.ping_interval_ms,
+                idle_timeout_ms: self.cfg.idle_timeout_ms,
+                ice_servers: self.cfg.ice_servers.clone(),
+            },
+        };
+        self.send(slot, &welcome);
+        if req.kind != ClientKind::Publisher {
+            // The live edge: the newest records of every rendition, so the
+            // newcomer has hashes before the next publish.
+            let edge: Vec<Arc<SegmentMeta>> = self
+                .renditions
+                .values()
+                .flat_map(|r| r.segs.values().rev().filter_map(|e| e.meta.clone()).take(3))
+                .collect();
+            for meta in edge {
+                self.send(
+                    slot,
+                    &ServerMsg::Segment {
+                        meta: (*meta).clone(),
+                    },
+                );
+            }
+            self.introduce(slot, usize::from(self.cfg.neighbours));
+        }
+        Ok(slot)
+    }
+
+    /// Ends a session: its neighbours are told, its holdings leave the index.
+    pub fn leave(&mut self, _now: u64, slot: Slot) {
+        let Some(peer) = self.peers.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        self.by_id.remove(&peer.id);
+        self.live -= 1;
+        self.free.push(slot);
+        self.counters.leaves += 1;
+        add_stats(&mut self.departed, &peer.stats);
+        let left = encode(&ServerMsg::PeerLeft {
+            peer_id: peer.id.clone(),
+        });
+        for &n in &peer.neighbours {
+            if let Some(np) = self.peer_mut(n) {
+                np.neighbours.retain(|&x| x != slot);
+            }
+        }
+        if !peer.neighbours.is_empty() {
+            self.out.push_back(Output {
+                to: Recipients::Many(peer.neighbours.clone()),
+                text: left,
+            });
+        }
+        for r in self.renditions.values_mut() {
+            for e in r.segs.values_mut() {
+                e.holders.remove(slot);
+                e.fetchers.retain(|f| f.slot != slot);
+                e.asked.retain(|&s| s != slot);
+            }
+        }
+    }
+
+    /// Handles one message of a joined session.
+    pub fn handle(&mut self, now: u64, slot: Slot, msg: ClientMsg) {
+        if self.peer(slot).is_none() {
+            return;
+        }
+        match msg {
+            ClientMsg::Hello(_) => self.refuse(slot, ErrorCode::NotJoined, "already joined"),
+            ClientMsg::Have { segments } => {
+                for s in segments {
+                    self.set_held(now, slot, s, true);
+                }
+            }
+            ClientMsg::Lost { segments } => {
+                for s in segments {
+                    self.set_held(now, slot, s, false);
+                }
+            }
+            ClientMsg::HaveMap {
+                rendition,
+                base_seq,
+                bitmap,
+            } => match hex::decode(&bitmap) {
+                Ok(bits) => self.have_map(now, slot, rendition, base_seq, &bits),
+                Err(_) => self.refuse(slot, ErrorCode::Malformed, "bitmap is not hex"),
+            },
+            ClientMsg::WantPeers { count } => {
+                let room = usize::from(self.cfg.neighbours)
+                    .saturating_sub(self.peer(slot).map_or(0, |p| p.neighbours.len()));
+                let n = usize::from(count).min(room);
+                let got = self.introduce(slot, n);
+                if got == 0 {
+                    self.send(slot, &ServerMsg::Peers { peers: Vec::new() });
+                }
+            }
+            ClientMsg::PeerClosed { peer_id } => {
+                if let Some(&other) = self.by_id.get(&peer_id) {
+                    if let Some(p) = self.peer_mut(slot) {
+                        p.neighbours.retain(|&x| x != other);
+                    }
+                    if let Some(p) = self.peer_mut(other) {
+                        p.neighbours.retain(|&x| x != slot);
+                    }
+                }
+            }
+            ClientMsg::Signal { to, signal } => self.signal(now, slot, to, signal),
+            ClientMsg::Publish { meta } => self.publish(now, slot, meta),
+            ClientMsg::Stats(report) => {
+                if let Some(ms) = report.startup_ms {
+                    let had = self.peer(slot).and_then(|p| p.stats.startup_ms);
+                    if had.is_none() {
+                        if self.startup_samples.len() == 1024 {
+                            self.startup_samples.pop_front();
+                        }
+                        self.startup_samples.push_back(ms);
+                    }
+                }
+                if let Some(p) = self.peer_mut(slot) {
+                    p.stats = report;
+                }
+            }
+            ClientMsg::Ping { nonce } => self.send(slot, &ServerMsg::Pong { nonce }),
+            ClientMsg::Pong { .. } => {}
+        }
+    }
+
+    fn signal(
+        &mut self,
+        now: u64,
+        from: Slot,
+        to: PeerId,
+        signal: swarmcast_proto::tracker::Signal,
+    ) {
+        let (per_sec, burst) = (self.cfg.signals_per_sec, self.cfg.signal_burst);
+        let Some(p) = self.peer_mut(from) else { return };
+        if !p.signals.take(now, per_sec, burst) {
+            self.refuse(from, ErrorCode::RateLimited, "too many signals");
+            return;
+        }
+        let from_id = p.id.clone();
+        match self.by_id.get(&to).copied() {
+            Some(dst) if dst != from => {
+                self.counters.signals_relayed += 1;
+                self.send(
+                    dst,
+                    &ServerMsg::Signal {
+                        from: from_id,
+                        signal,
+                    },
+                );
+            }
+            _ => self.refuse(from, ErrorCode::UnknownPeer, "no such peer in this swarm"),
+        }
+    }
+
+    /// Whether `seq` of `r` may enter the index: within the window behind
+    /// the newest published segment, and at most 2 ahead of it.
+    fn seq_allowed(&self, r: &RenditionId, seq: Seq) -> bool {
+        match self.renditions.get(r).and_then(|x| x.newest_published) {
+            Some(n) => {
+                seq.saturating_add(u64::from(self.cfg.window_segments)) > n
+                    && seq <= n.saturating_add(2)
+            }
+            None => true,
+        }
+    }
+
+    fn entry_mut(&mut self, r: RenditionId, seq: Seq) -> Option<&mut Entry> {
+        if !self.renditions.contains_key(&r) && self.renditions.len() >= self.cfg.max_renditions {
+            return None;
+        }
+        if !self.seq_allowed(&r, seq) {
+            return None;
+        }
+        let window = self.cfg.window_segments as usize;
+        let idx = self.renditions.entry(r).or_default();
+        if !idx.segs.contains_key(&seq) {
+            if idx.segs.len() >= window {
+                // Full: a newcomer older than everything kept does not enter.
+                if idx
+                    .segs
+                    .first_key_value()
+                    .is_some_and(|(&oldest, _)| seq < oldest)
+                {
+                    return None;
+                }
+                idx.segs.pop_first();
+            }
+            idx.segs.insert(seq, Entry::default());
+        }
+        idx.segs.get_mut(&seq)
+    }
+
+    fn set_held(&mut self, now: u64, slot: Slot, s: SegmentRef, held: bool) {
+        if held {
+            if let Some(p) = self.peer_mut(slot) {
+                p.interest = Some(s.rendition);
+            }
+            if self.entry_mut(s.rendition, s.seq).is_none() {
+                *self.counters.refused.entry("out_of_window").or_default() += 1;
+                return;
+            }
+        }
+        let Some(e) = self
+            .renditions
+            .get_mut(&s.rendition)
+            .and_then(|r| r.segs.get_mut(&s.seq))
+        else {
+            return;
+        };
+        if held {
+            if e.holders.insert(slot) {
+                if let Some(at) = e.published_at {
+                    let n = e.holders.len();
+                    let pop = e.population.max(1);
+                    if e.t50.is_none() && n * 2 >= pop {
+                        e.t50 = Some(now.saturating_sub(at));
+                    }
+                    if e.t95.is_none() && n * 100 >= pop * 95 {
+                        e.t95 = Some(now.saturating_sub(at));
+                    }
+                }
+            }
+            e.fetchers.retain(|f| f.slot != slot);
+        } else {
+            e.holders.remove(slot);
+        }
+    }
+
+    fn have_map(&mut self, now: u64, slot: Slot, r: RenditionId, base: Seq, bits: &[u8]) {
+        let span = bits.len() as u64 * 8;
+        for i in 0..span {
+            if bits[(i / 8) as usize] & (0x80 >> (i % 8)) != 0 {
+                let Some(seq) = base.checked_add(i) else {
+                    break;
+                };
+                self.set_held(now, slot, SegmentRef { rendition: r, seq }, true);
+            }
+        }
+        // Everything of the rendition inside the map's span that it does not
+        // set is no longer held.
+        let end = base.saturating_add(span);
+        let clear: Vec<Seq> = self
+            .renditions
+            .get(&r)
+            .map(|x| {
+                x.segs
+                    .range(base..end)
+                    .filter(|(seq, e)| {
+                        let i = **seq - base;
+                        e.holders.contains(slot) && bits[(i / 8) as usize] & (0x80 >> (i % 8)) == 0
+                    })
+                    .map(|(s, _)| *s)
+                    .collect()
+            })
+            .unwrap_or_default();
+        for seq in clear {
+            self.set_held(now, slot, SegmentRef { rendition: r, seq }, false);
+        }
+    }
+
+    /// Gives `slot` up to `n` new neighbours; returns how many.
+    fn introduce(&mut self, slot: Slot, n: usize) -> usize {
+        if n == 0 {
+            return 0;
+        }
+        let chosen = self.select_neighbours(slot, n);
+        if chosen.is_empty() {
+            return 0;
+        }
+        let infos: Vec<PeerInfo> = chosen.iter().filter_map(|&c| self.info(c, true)).collect();
+        for &c in &chosen {
+            if let Some(p) = self.peer_mut(c) {
+                p.neighbours.push(slot);
+            }
+            if let Some(me) = self.info(slot, false) {
+                self.send(c, &ServerMsg::Peers { peers: vec![me] });
+            }
+        }
+        if let Some(p) = self.peer_mut(slot) {
+            p.neighbours.extend(&chosen);
+        }
+        self.send(slot, &ServerMsg::Peers { peers: infos });
+        chosen.len()
+    }
+
+    /// The selection policy (ARCHITECTURE.md, "Peer selection"): among a
+    /// sample of the swarm, drop the asker, its neighbours, publishers and
+    /// peers with no free slot; score the rest by same region, free slots,
+    /// spare upload capacity and how many recent segments they hold that the
+    /// asker lacks; take the best `n`.
+    fn select_neighbours(&mut self, slot: Slot, n: usize) -> Vec<Slot> {
+        let Some(me) = self.peer(slot) else {
+            return Vec::new();
+        };
+        let k = usize::from(self.cfg.neighbours);
+        let my_region = me.region.clone();
+        let mine: Vec<Slot> = me.neighbours.clone();
+        let ok = |s: Slot, p: &Peer| {
+            s != slot && p.shares() && p.neighbours.len() < k && !mine.contains(&s)
+        };
+        let mut candidates: Vec<Slot> = if self.live <= self.cfg.selection_sample + 1 {
+            self.peers
+                .iter()
+                .enumerate()
+                .filter_map(|(s, p)| p.as_ref().filter(|p| ok(s as Slot, p)).map(|_| s as Slot))
+                .collect()
+        } else {
+            let mut out = Vec::with_capacity(self.cfg.selection_sample);
+            let mut tries = 0;
+            while out.len() < self.cfg.selection_sample && tries < self.cfg.selection_sample * 4 {
+                tries += 1;
+                let s = self.rng.random_range(0..self.peers.len()) as Slot;
+                if let Some(p) = self.peer(s) {
+                    if ok(s, p) && !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+            out
+        };
+        candidates.shuffle(&mut self.rng);
+        // Recent segments (newest 3 of each rendition) for the "holds what
+        // the asker lacks" term.
+        let recent: Vec<&Entry> = self
+            .renditions
+            .values()
+            .flat_map(|r| r.segs.values().rev().take(3))
+            .collect();
+        let max_up = candidates
+            .iter()
+            .filter_map(|&c| self.peer(c))
+            .map(|p| p.upload_kbps)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut scored: Vec<(f64, Slot)> = candidates
+            .iter()
+            .filter_map(|&c| {
+                let p = self.peer(c)?;
+                let mut score = 0.0;
+                if my_region.is_some() && p.region == my_region {
+                    score += 4.0;
+                }
+                score += 2.0 * (1.0 - p.neighbours.len() as f64 / k.max(1) as f64);
+                score += 2.0 * f64::from(p.upload_kbps) / f64::from(max_up);
+                if !recent.is_empty() {
+                    let lacks = recent
+                        .iter()
+                        .filter(|e| e.holders.contains(c) && !e.holders.contains(slot))
+                        .count();
+                    score += 2.0 * lacks as f64 / recent.len() as f64;
+                }
+                if p.kind == ClientKind::Relay {
+                    score += 1.0;
+                }
+                Some((score, c))
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().take(n).map(|(_, s)| s).collect()
+    }
+
+    fn publish(&mut self, now: u64, slot: Slot, meta: SegmentMeta) {
+        if self.peer(slot).map(|p| p.kind) != Some(ClientKind::Publisher) {
+            self.refuse(slot, ErrorCode::Forbidden, "only the publisher may publish");
+            return;
+        }
+        if meta.id.stream != self.stream {
+            self.refuse(slot, ErrorCode::Forbidden, "segment of another stream");
+            return;
+        }
+        let r = meta.id.rendition;
+        let seq = meta.id.seq;
+        if let Some(e) = self.renditions.get(&r).and_then(|x| x.segs.get(&seq)) {
+            if e.meta.as_ref().is_some_and(|m| **m == meta) {
+                return; // a replay after a reconnect
+            }
+        }
+        if !self.renditions.contains_key(&r) && self.renditions.len() >= self.cfg.max_renditions {
+            self.refuse(slot, ErrorCode::Overloaded, "too many renditions");
+            return;
+        }
+        // The origin is the authority: its newest seq moves the window, and
+        // entries that peers announced ahead of it are dropped.
+        let window = u64::from(self.cfg.window_segments);
+        {
+            let idx = self.renditions.entry(r).or_default();
+            let newest = idx.newest_published.map_or(seq, |n| n.max(seq));
+            idx.newest_published = Some(newest);
+            idx.segs
+                .retain(|&s, _| s.saturating_add(window) > newest && s <= newest.saturating_add(2));
+        }
+        let Some(e) = self.entry_mut(r, seq) else {
+            return; // older than the window
+        };
+        let hash_changed = e.meta.as_ref().is_some_and(|m| m.sha256 != meta.sha256);
+        if hash_changed {
+            // Peers announced bytes of another segment under this id: the
+            // origin's record wins and those announcements are void.
+            *e = Entry::default();
+        }
+        let meta = Arc::new(meta);
+        e.meta = Some(meta.clone());
+        e.published_at = Some(now);
+        self.counters.published += 1;
+
+        // Interested viewers: those whose last announcement was this
+        // rendition, and relays; everyone who shares, while nobody has said.
+        let interested: Vec<Slot> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(s, p)| {
+                let p = p.as_ref()?;
+                (p.kind == ClientKind::Relay || (p.is_viewer() && p.interest == Some(r)))
+                    .then_some(s as Slot)
+            })
+            .collect();
+        let sharing: Vec<Slot> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(s, p)| p.as_ref().filter(|p| p.shares()).map(|_| s as Slot))
+            .collect();
+        let pool = if interested.is_empty() {
+            &sharing
+        } else {
+            &interested
+        };
+        let population = pool.len() as u32;
+        let planned = self.first_fetcher_count(population);
+        let chosen = self.choose_fetchers(pool, planned as usize, &[]);
+        let deadline = now + self.cfg.first_fetch_deadline_ms;
+        if let Some(e) = self
+            .renditions
+            .get_mut(&r)
+            .and_then(|x| x.segs.get_mut(&seq))
+        {
+            e.population = population;
+            e.planned = planned;
+            e.fetchers = chosen
+                .iter()
+                .map(|&slot| Fetcher { slot, deadline })
+                .collect();
+            e.asked = chosen.clone();
+        }
+        for &c in &chosen {
+            if let Some(p) = self.peer_mut(c) {
+                p.last_assigned = Some(now);
+            }
+        }
+        self.counters.first_fetch_assigned += chosen.len() as u64;
+        if !chosen.is_empty() {
+            self.out.push_back(Output {
+                to: Recipients::Many(chosen.clone()),
+                text: encode(&ServerMsg::Fetch {
+                    meta: (*meta).clone(),
+                }),
+            });
+        }
+        let rest: Vec<Slot> = sharing
+            .into_iter()
+            .filter(|s| !chosen.contains(s))
+            .collect();
+        if !rest.is_empty() {
+            self.out.push_back(Output {
+                to: Recipients::Many(rest),
+                text: encode(&ServerMsg::Segment {
+                    meta: (*meta).clone(),
+                }),
+            });
+        }
+    }
+
+    /// About one first fetcher per cell of `cell_size` viewers, within the
+    /// configured bounds, never more than there are viewers.
+    fn first_fetcher_count(&self, population: u32) -> u32 {
+        population
+            .div_ceil(self.cfg.cell_size.max(1))
+            .clamp(
+                self.cfg.min_first_fetchers,
+                self.cfg.max_first_fetchers.max(self.cfg.min_first_fetchers),
+            )
+            .min(population)
+    }
+
+    /// First fetchers: by upload capacity (those not assigned lately
+    /// first), spread round-robin over regions, and avoiding neighbours of
+    /// fetchers already chosen while others remain.
+    fn choose_fetchers(&mut self, pool: &[Slot], n: usize, exclude: &[Slot]) -> Vec<Slot> {
+        if n == 0 {
+            return Vec::new();
+        }
+        // (capacity, recency, slot) per region.
+        type Ranked = Vec<(u32, u64, Slot)>;
+        let mut by_region: BTreeMap<Option<Arc<str>>, Ranked> = BTreeMap::new();
+        for &s in pool {
+            if exclude.contains(&s) {
+                continue;
+            }
+            if let Some(p) = self.peer(s) {
+                // Sort key: recently assigned last, then capacity; shuffled
+                // first so that equal keys come out in random order.
+                let recency = p.last_assigned.map_or(0, |t| t + 1);
+                by_region
+                    .entry(p.region.clone())
+                    .or_default()
+                    .push((p.upload_kbps, recency, s));
+            }
+        }
+        for v in by_region.values_mut() {
+            v.shuffle(&mut self.rng);
+            v.sort_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)));
+            v.reverse(); // pop() takes the best
+        }
+        // Regions with more candidates go first in each round.
+        let mut regions: Vec<Ranked> = by_region.into_values().collect();
+        regions.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let mut chosen: Vec<Slot> = Vec::with_capacity(n);
+        let mut skipped: Vec<Slot> = Vec::new();
+        'outer: while chosen.len() < n {
+            let mut any = false;
+            for v in regions.iter_mut() {
+                while let Some((_, _, s)) = v.pop() {
+                    any = true;
+                    let adjacent = chosen
+                        .iter()
+                        .any(|&c| self.peer(c).is_some_and(|p| p.neighbours.contains(&s)));
+                    if adjacent {
+                        skipped.push(s);
+                        continue;
+                    }
+                    chosen.push(s);
+                    break;
+                }
+                if chosen.len() == n {
+                    break 'outer;
+                }
+            }
+            if !any {
+                break;
+            }
+        }
+        // Not enough peers apart from each other: take adjacent ones.
+        for s in skipped {
+            if chosen.len() == n {
+                break;
+            }
+            chosen.push(s);
+        }
+        chosen
+    }
+
+    /// The earliest first-fetch deadline, if any.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.renditions
+            .values()
+            .flat_map(|r| r.segs.values())
+            .flat_map(|e| e.fetchers.iter().map(|f| f.deadline))
+            .min()
+    }
+
+    /// Replaces first fetchers whose deadline has passed without a `have`,
+    /// while the segment has fewer holders than planned.
+    pub fn handle_timeout(&mut self, now: u64) {
+        let mut late: Vec<(RenditionId, Seq, usize)> = Vec::new();
+        for (r, idx) in &mut self.renditions {
+            for (&seq, e) in &mut idx.segs {
+                let before = e.fetchers.len();
+                e.fetchers.retain(|f| f.deadline > now);
+                let expired = before - e.fetchers.len();
+                let missing = (e.planned as usize)
+                    .saturating_sub(e.holders.len() as usize + e.fetchers.len());
+                let n = expired.min(missing);
+                if n > 0 && e.meta.is_some() {
+                    late.push((*r, seq, n));
+                }
+            }
+        }
+        for (r, seq, n) in late {
+            let Some((meta, asked)) = self
+                .renditions
+                .get(&r)
+                .and_then(|x| x.segs.get(&seq))
+                .and_then(|e| Some((e.meta.clone()?, e.asked.clone())))
+            else {
+                continue;
+            };
+            let pool: Vec<Slot> = self
+                .peers
+                .iter()
+                .enumerate()
+                .filter_map(|(s, p)| {
+                    let p = p.as_ref()?;
+                    (p.shares()
+                        && (p.kind == ClientKind::Relay
+                            || p.interest.is_none()
+                            || p.interest == Some(r)))
+                    .then_some(s as Slot)
+                })
+                .filter(|s| {
+                    !self
+                        .renditions
+                        .get(&r)
+                        .and_then(|x| x.segs.get(&seq))
+                        .is_some_and(|e| e.holders.contains(*s))
+                })
+                .collect();
+            let chosen = self.choose_fetchers(&pool, n, &asked);
+            if chosen.is_empty() {
+                continue;
+            }
+            let deadline = now + self.cfg.first_fetch_deadline_ms;
+            if let Some(e) = self
+                .renditions
+                .get_mut(&r)
+                .and_then(|x| x.segs.get_mut(&seq))
+            {
+                e.fetchers
+                    .extend(chosen.iter().map(|&slot| Fetcher { slot, deadline }));
+                e.asked.extend(&chosen);
+            }
+            for &c in &chosen {
+                if let Some(p) = self.peer_mut(c) {
+                    p.last_assigned = Some(now);
+                }
+            }
+            self.counters.first_fetch_replaced += chosen.len() as u64;
+            self.counters.first_fetch_assigned += chosen.len() as u64;
+            self.out.push_back(Output {
+                to: Recipients::Many(chosen),
+                text: encode(&ServerMsg::Fetch {
+                    meta: (*meta).clone(),
+                }),
+            });
+        }
+    }
+
+    /// A random live slot (for tests and the load generator's sampling).
+    pub fn any_slot(&mut self) -> Option<Slot> {
+        let live: Vec<Slot> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(s, p)| p.as_ref().map(|_| s as Slot))
+            .collect();
+        live.choose(&mut self.rng).copied()
+    }
+
+    /// The slot of a peer id.
+    pub fn slot_of(&self, id: &PeerId) -> Option<Slot> {
+        self.by_id.get(id).copied()
+    }
+
+    /// The aggregate picture of the stream.
+    pub fn stats(&self) -> StreamStats {
+        let mut kinds = KindCounts::default();
+        let mut totals = self.departed.clone();
+        for p in self.peers.iter().flatten() {
+            match p.kind {
+                ClientKind::Native => kinds.native += 1,
+                ClientKind::Browser => kinds.browser += 1,
+                ClientKind::Relay => kinds.relay += 1,
+                ClientKind::Publisher => kinds.publisher += 1,
+            }
+            add_stats(&mut totals, &p.stats);
+        }
+        let mut segments: Vec<SegmentStats> = Vec::new();
+        for (r, idx) in &self.renditions {
+            for (&seq, e) in &idx.segs {
+                segments.push(SegmentStats {
+                    id: format!("{}/{r}/{seq}", self.stream),
+                    size: e.meta.as_ref().map(|m| m.size),
+                    holders: e.holders.len(),
+                    population: e.population,
+                    first_fetchers: e.asked.len() as u32,
+                    spread_50_ms: e.t50,
+                    spread_95_ms: e.t95,
+                });
+            }
+        }
+        let median = |mut v: Vec<u64>| -> Option<u64> {
+            if v.is_empty() {
+                return None;
+            }
+            v.sort_unstable();
+            Some(v[v.len() / 2])
+        };
+        let t50 = median(segments.iter().filter_map(|s| s.spread_50_ms).collect());
+        let t95 = median(segments.iter().filter_map(|s| s.spread_95_ms).collect());
+        let media = totals.http_bytes + totals.p2p_bytes;
+        StreamStats {
+            stream: self.stream.to_string(),
+            viewers: kinds.native + kinds.browser,
+            peers: kinds,
+            http_bytes: totals.http_bytes,
+            p2p_bytes: totals.p2p_bytes,
+            uploaded_bytes: totals.uploaded_bytes,
+            offload: if media == 0 {
+                0.0
+            } else {
+                totals.p2p_bytes as f64 / media as f64
+            },
+            stalls: totals.stalls,
+            stall_ms: totals.stall_ms,
+            startup_ms_p50: median(self.startup_samples.iter().copied().collect()),
+            spread_50_ms_median: t50,
+            spread_95_ms_median: t95,
+            published: self.counters.published,
+            first_fetch_assigned: self.counters.first_fetch_assigned,
+            first_fetch_replaced: self.counters.first_fetch_replaced,
+            segments,
+        }
+    }
+}
+
+fn add_stats(total: &mut StatsReport, s: &StatsReport) {
+    total.http_bytes = total.http_bytes.saturating_add(s.http_bytes);
+    total.p2p_bytes = total.p2p_bytes.saturating_add(s.p2p_bytes);
+    total.uploaded_bytes = total.uploaded_bytes.saturating_add(s.uploaded_bytes);
+    total.stalls = total.stalls.saturating_add(s.stalls);
+    total.stall_ms = total.stall_ms.saturating_add(s.stall_ms);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use swarmcast_proto::Sha256Digest;
+    use swarmcast_proto::tracker::Signal;
+
+    fn sid() -> StreamId {
+        StreamId::new("s").unwrap()
+    }
+
+    fn r() -> RenditionId {
+        RenditionId::new("360p").unwrap()
+    }
+
+    fn join(sw: &mut Swarm, id: &str, kind: ClientKind, region: Option<&str>, up: u32) -> Slot {
+        sw.join(
+            0,
+            JoinRequest {
+                peer_id: PeerId::new(id).unwrap(),
+                kind,
+                region: region.map(String::from),
+                upload_kbps: up,
+            },
+        )
+        .unwrap()
+    }
+
+    /// Every output as (recipient, message), one row per recipient.
+    fn drain(sw: &mut Swarm) -> Vec<(Slot, ServerMsg)> {
+        let mut v = Vec::new();
+        while let Some(o) = sw.poll_output() {
+            let msg = ServerMsg::decode(std::str::from_utf8(&o.text).unwrap()).unwrap();
+            match o.to {
+                Recipients::One(s) => v.push((s, msg)),
+                Recipients::Many(ss) => v.extend(ss.into_iter().map(|s| (s, msg.clone()))),
+            }
+        }
+        v
+    }
+
+    fn meta(seq: u64) -> SegmentMeta {
+        SegmentMeta {
+            id: SegmentId::new(sid(), r(), seq),
+            size: 1000,
+            sha256: Sha256Digest::of(&seq.to_be_bytes()),
+            duration_ms: 2000,
+            published_at_ms: 0,
+        }
+    }
+
+    use swarmcast_proto::SegmentId;
+
+    fn have(seq: u64) -> ClientMsg {
+        ClientMsg::Have {
+            segments: vec![SegmentRef {
+                rendition: r(),
+                seq,
+            }],
+        }
+    }
+
+    #[test]
+    fn join_gets_a_welcome_and_neighbours_from_its_region_never_itself() {
+        // K = 3: a, b and c know each other and each keeps one free slot.
+        let cfg = SwarmConfig {
+            neighbours: 3,
+            ..SwarmConfig::default()
+        };
+        let mut sw = Swarm::new(sid(), cfg, 1);
+        let a = join(&mut sw, "a", ClientKind::Native, Some("eu"), 1000);
+        join(&mut sw, "b", ClientKind::Native, Some("us"), 1000);
+        let c = join(&mut sw, "c", ClientKind::Native, Some("eu"), 1000);
+        let _pubr = join(&mut sw, "origin", ClientKind::Publisher, None, 0);
+        drain(&mut sw);
+        let d = join(&mut sw, "d", ClientKind::Browser, Some("eu"), 1000);
+        let out = drain(&mut sw);
+        assert!(matches!(out[0], (s, ServerMsg::Welcome { .. }) if s == d));
+        let peers: Vec<PeerInfo> = out
+            .iter()
+            .filter(|(s, _)| *s == d)
+            .filter_map(|(_, m)| match m {
+                ServerMsg::Peers { peers } => Some(peers.clone()),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let ids: Vec<&str> = peers.iter().map(|p| p.peer_id.as_str()).collect();
+        // a and c share d's region and come first; b fills the last slot;
+        // the publisher and d itself are never offered.
+        assert_eq!(ids.len(), 3, "{ids:?}");
+        assert_eq!(ids[2], "b", "{ids:?}");
+        assert!(peers.iter().all(|p| p.initiator));
+        // The other side is told too, as the answering side.
+        for s in [a, c] {
+            assert!(out.iter().any(|(to, m)| *to == s
+                && matches!(m, ServerMsg::Peers { peers } if peers[0].peer_id.as_str() == "d" && !peers[0].initiator)));
+        }
+        // Asking again offers nobody already known, and never itself.
+        sw.handle(1, d, ClientMsg::WantPeers { count: 8 });
+        let out = drain(&mut sw);
+        assert!(
+            out.iter()
+                .all(|(to, m)| *to != d
+                    || matches!(m, ServerMsg::Peers { peers } if peers.is_empty()))
+        );
+    }
+
+    #[test]
+    fn peer_ids_are_unique_and_swarms_bounded() {
+        let cfg = SwarmConfig {
+            max_peers: 2,
+            ..SwarmConfig::default()
+        };
+        let mut sw = Swarm::new(sid(), cfg, 1);
+        join(&mut sw, "a", ClientKind::Native, None, 0);
+        let req = |id: &str| JoinRequest {
+            peer_id: PeerId::new(id).unwrap(),
+            kind: ClientKind::Native,
+            region: None,
+            upload_kbps: 0,
+        };
+        assert_eq!(sw.join(0, req("a")), Err(ErrorCode::PeerIdTaken));
+        sw.join(0, req("b")).unwrap();
+        assert_eq!(sw.join(0, req("c")), Err(ErrorCode::Overloaded));
+    }
+
+    #[test]
+    fn publish_assigns_first_fetchers_and_announces_to_the_rest() {
+        let cfg = SwarmConfig {
+            cell_size: 4,
+            min_first_fetchers: 1,
+            max_first_fetchers: 8,
+            ..SwarmConfig::default()
+        };
+        let mut sw = Swarm::new(sid(), cfg, 7);
+        let origin = join(&mut sw, "origin", ClientKind::Publisher, None, 0);
+        let viewers: Vec<Slot> = (0..10)
+            .map(|i| {
+                join(
+                    &mut sw,
+                    &format!("v{i}"),
+                    ClientKind::Native,
+                    Some(if i % 2 == 0 { "eu" } else { "us" }),
+                    1000 + i * 100,
+                )
+            })
+            .collect();
+        drain(&mut sw);
+        // A viewer may not publish.
+        sw.handle(0, viewers[0], ClientMsg::Publish { meta: meta(0) });
+        assert!(matches!(
+            &drain(&mut sw)[..],
+            [(
+                _,
+                ServerMsg::Error {
+                    code: ErrorCode::Forbidden,
+                    ..
+                }
+            )]
+        ));
+        sw.handle(10, origin, ClientMsg::Publish { meta: meta(0) });
+        let out = drain(&mut sw);
+        let fetchers: Vec<Slot> = out
+            .iter()
+            .filter(|(_, m)| matches!(m, ServerMsg::Fetch { .. }))
+            .map(|(s, _)| *s)
+            .collect();
+        let told: Vec<Slot> = out
+            .iter()
+            .filter(|(_, m)| matches!(m, ServerMsg::Segment { .. }))
+            .map(|(s, _)| *s)
+            .collect();
+        // 10 viewers, cells of 4: 3 first fetchers, from both regions.
+        assert_eq!(fetchers.len(), 3, "{fetchers:?}");
+        let regions: std::collections::BTreeSet<_> = fetchers
+            .iter()
+            .map(|&s| sw.peer(s).unwrap().region.clone())
+            .collect();
+        assert_eq!(regions.len(), 2);
+        // Everyone else hears of it, with the origin's hash; the publisher does not.
+        assert_eq!(fetchers.len() + told.len(), 10);
+        assert!(!told.contains(&origin) && !fetchers.contains(&origin));
+        for (_, m) in &out {
+            if let ServerMsg::Segment { meta: m } | ServerMsg::Fetch { meta: m } = m {
+                assert_eq!(*m, meta(0));
+            }
+        }
+        // A replay of the same record changes nothing.
+        sw.handle(11, origin, ClientMsg::Publish { meta: meta(0) });
+        assert!(drain(&mut sw).is_empty());
+    }
+
+    #[test]
+    fn a_silent_first_fetcher_is_replaced_after_its_deadline() {
+        let cfg = SwarmConfig {
+            cell_size: 100,
+            min_first_fetchers: 2,
+            first_fetch_deadline_ms: 1000,
+            ..SwarmConfig::default()
+        };
+        let mut sw = Swarm::new(sid(), cfg, 3);
+        let origin = join(&mut sw, "origin", ClientKind::Publisher, None, 0);
+        for i in 0..6 {
+            join(&mut sw, &format!("v{i}"), ClientKind::Native, None, 1000);
+        }
+        drain(&mut sw);
+        sw.handle(0, origin, ClientMsg::Publish { meta: meta(5) });
+        let first: Vec<Slot> = drain(&mut sw)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, ServerMsg::Fetch { .. }))
+            .map(|(s, _)| s)
+            .collect();
+        assert_eq!(first.len(), 2);
+        assert_eq!(sw.poll_timeout(), Some(1000));
+        // One fetcher delivers in time, the other stays silent.
+        sw.handle(400, first[0], have(5));
+        sw.handle_timeout(999);
+        assert!(drain(&mut sw).is_empty());
+        sw.handle_timeout(1000);
+        let out = drain(&mut sw);
+        let replaced: Vec<Slot> = out
+            .iter()
+            .filter(|(_, m)| matches!(m, ServerMsg::Fetch { .. }))
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(replaced.len(), 1);
+        assert!(!first.contains(&replaced[0]));
+        assert_eq!(sw.counters().first_fetch_replaced, 1);
+        // The replacement has its own deadline.
+        assert_eq!(sw.poll_timeout(), Some(2000));
+    }
+
+    #[test]
+    fn the_index_follows_have_lost_have_map_and_leave() {
+        let mut sw = Swarm::new(
+            sid(),
+            SwarmConfig {
+                window_segments: 4,
+                ..SwarmConfig::default()
+            },
+            1,
+        );
+        let origin = join(&mut sw, "origin", ClientKind::Publisher, None, 0);
+        let a = join(&mut sw, "a", ClientKind::Native, None, 0);
+        let b = join(&mut sw, "b", ClientKind::Native, None, 0);
+        for seq in 0..4 {
+            sw.handle(seq * 2000, origin, ClientMsg::Publish { meta: meta(seq) });
+        }
+        drain(&mut sw);
+        let holders = |sw: &Swarm, seq: u64| {
+            sw.stats()
+                .segments
+                .iter()
+                .find(|s| s.id == format!("s/360p/{seq}"))
+                .map(|s| s.holders)
+        };
+        sw.handle(6100, a, have(3));
+        sw.handle(6200, b, have(3));
+        assert_eq!(holders(&sw, 3), Some(2));
+        sw.handle(
+            6300,
+            a,
+            ClientMsg::Lost {
+                segments: vec![SegmentRef {
+                    rendition: r(),
+                    seq: 3,
+                }],
+            },
+        );
+        assert_eq!(holders(&sw, 3), Some(1));
+        // A have-map sets what it lists and clears what it does not.
+        sw.handle(
+            6400,
+            b,
+            ClientMsg::HaveMap {
+                rendition: r(),
+                base_seq: 1,
+                bitmap: "c0".into(),
+            },
+        );
+        assert_eq!(
+            (holders(&sw, 1), holders(&sw, 2), holders(&sw, 3)),
+            (Some(1), Some(1), Some(0))
+        );
+        // Spread: b got seq 3 at 6200 ms, published at 6000, population 2 (both
+        // interested after their first have): 50% reached at +200 ms.
+        let s3 = sw
+            .stats()
+            .segments
+            .into_iter()
+            .find(|s| s.id == "s/360p/3")
+            .unwrap();
+        assert_eq!(s3.spread_50_ms, Some(100));
+        // Out-of-window announcements are refused.
+        sw.handle(6500, a, have(100));
+        sw.handle(6500, a, have(u64::MAX));
+        assert_eq!(holders(&sw, 100), None);
+        assert!(sw.counters().refused["out_of_window"] >= 2);
+        // A new publish moves the window; a leaving peer's holdings go.
+        sw.handle(8000, origin, ClientMsg::Publish { meta: meta(4) });
+        assert_eq!(holders(&sw, 0), None);
+        sw.leave(8100, b);
+        assert_eq!(holders(&sw, 1), Some(0));
+        assert_eq!(holders(&sw, 2), Some(0));
+    }
+
+    #[test]
+    fn signals_reach_only_their_recipient_and_are_rate_limited() {
+        let cfg = SwarmConfig {
+            signals_per_sec: 1,
+            signal_burst: 3,
+            ..SwarmConfig::default()
+        };
+        let mut sw = Swarm::new(sid(), cfg, 1);
+        let a = join(&mut sw, "a", ClientKind::Native, None, 0);
+        let b = join(&mut sw, "b", ClientKind::Browser, None, 0);
+        let c = join(&mut sw, "c", ClientKind::Native, None, 0);
+        drain(&mut sw);
+        let offer = |to: &str| ClientMsg::Signal {
+            to: PeerId::new(to).unwrap(),
+            signal: Signal::Offer { sdp: "v=0".into() },
+        };
+        sw.handle(0, a, offer("b"));
+        let out = drain(&mut sw);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, b);
+        assert!(matches!(&out[0].1, ServerMsg::Signal { from, .. } if from.as_str() == "a"));
+        let _ = c;
+        // Unknown recipient (another swarm's peer is unknown here too), and
+        // a signal to oneself.
+        sw.handle(0, a, offer("zz"));
+        sw.handle(0, a, offer("a"));
+        let out = drain(&mut sw);
+        assert!(out.iter().all(|(s, m)| *s == a
+            && matches!(
+                m,
+                ServerMsg::Error {
+                    code: ErrorCode::UnknownPeer,
+                    ..
+                }
+            )));
+        // The burst of 3 is spent: rate limited until a second passes.
+        sw.handle(0, a, offer("b"));
+        assert!(
+            matches!(&drain(&mut sw)[..], [(s, ServerMsg::Error { code: ErrorCode::RateLimited, .. })] if *s == a)
+        );
+        sw.handle(1500, a, offer("b"));
+        assert!(matches!(&drain(&mut sw)[..], [(s, ServerMsg::Signal { .. })] if *s == b));
+    }
+
+    #[test]
+    fn stats_aggregate_reports_including_departed_peers() {
+        let mut sw = Swarm::new(sid(), SwarmConfig::default(), 1);
+        let a = join(&mut sw, "a", ClientKind::Native, None, 0);
+        let b = join(&mut sw, "b", ClientKind::Browser, None, 0);
+        let rep = |http, p2p, startup| {
+            ClientMsg::Stats(StatsReport {
+                http_bytes: http,
+                p2p_bytes: p2p,
+                startup_ms: Some(startup),
+                ..StatsReport::default()
+            })
+        };
+        sw.handle(0, a, rep(100, 300, 900));
+        sw.handle(0, b, rep(0, 600, 1100));
+        sw.leave(1, a);
+        let s = sw.stats();
+        assert_eq!((s.http_bytes, s.p2p_bytes, s.viewers), (100, 900, 1));
+        assert!((s.offload - 0.9).abs() < 1e-9);
+        assert_eq!(s.startup_ms_p50, Some(1100));
+    }
+}
