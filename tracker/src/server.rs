@@ -481,7 +481,7 @@ async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cm
             }
             _ = sleep => core.handle_timeout(now_ms()),
             _ = tick.tick() => {
-                export(&stream, &core, &mut exported, &mut refused_seen);
+                export_gauges(&stream, &core);
                 if core.is_empty() {
                     let since = *empty_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_secs(60) && rx.is_empty() {
@@ -503,6 +503,7 @@ async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cm
             }
         }
         deliver(&mut core, &mut conns, now_ms());
+        export_counters(&core, &mut exported, &mut refused_seen);
     }
 }
 
@@ -537,13 +538,17 @@ fn deliver(core: &mut Swarm, conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes
     }
 }
 
-fn export(
-    stream: &StreamId,
+/// Adds what the core counted since the last call to the Prometheus
+/// counters (cheap: a few integer compares).
+fn export_counters(
     core: &Swarm,
     last: &mut crate::swarm::Counters,
     refused_seen: &mut std::collections::BTreeMap<&'static str, u64>,
 ) {
     let c = core.counters();
+    if c == last {
+        return;
+    }
     let inc = |name: &'static str, now: u64, before: u64| {
         if now > before {
             metrics::counter!(name).increment(now - before);
@@ -578,6 +583,10 @@ fn export(
         refused_seen.insert(code, n);
     }
     *last = c.clone();
+}
+
+/// Per-stream gauges (once a second: computing them walks the swarm).
+fn export_gauges(stream: &StreamId, core: &Swarm) {
     let s = core.stats();
     let id = stream.to_string();
     metrics::gauge!("swarmcast_tracker_viewers", "stream" => id.clone()).set(f64::from(s.viewers));

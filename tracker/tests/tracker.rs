@@ -1,0 +1,859 @@
+//! The tracker as a real process on 127.0.0.1 with real WebSocket clients.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use swarmcast_proto::tracker::{
+    ClientKind, ClientMsg, ErrorCode, Hello, SegmentRef, ServerMsg, Signal,
+};
+use swarmcast_proto::{
+    Claims, PeerId, RenditionId, Role, SegmentId, SegmentMeta, Sha256Digest, StreamId, TokenKey,
+};
+use swarmcast_tracker::client::{self, ClientConfig, Event};
+use swarmcast_tracker::stats::StreamStats;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+const SECRET: &str = "tracker-test-secret-0123456789";
+
+struct Tracker {
+    child: Child,
+    addr: String,
+}
+
+impl Tracker {
+    fn start(args: &[&str]) -> Tracker {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_swarmcast-tracker"))
+            .args(["--listen", "127.0.0.1:0", "--token-secret", SECRET])
+            .args(args)
+            .env("SWARMCAST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines.next().expect("tracker printed its address").unwrap();
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                break rest.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Tracker { child, addr }
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://{}/v1/ws", self.addr)
+    }
+
+    async fn stats(&self, stream: &str) -> StreamStats {
+        let body = reqwest::get(format!("http://{}/v1/streams/{stream}/stats", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    }
+
+    async fn metric(&self, prefix: &str) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+}
+
+impl Drop for Tracker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn now_s() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn token(stream: &str, role: Role) -> String {
+    TokenKey::new(SECRET.as_bytes()).sign(&Claims {
+        stream: StreamId::new(stream).unwrap(),
+        role,
+        expires_at: now_s() + 3600,
+    })
+}
+
+fn hello(stream: &str, id: &str, kind: ClientKind, region: Option<&str>) -> Hello {
+    let role = match kind {
+        ClientKind::Publisher => Role::Ingest,
+        ClientKind::Relay => Role::Relay,
+        _ => Role::Viewer,
+    };
+    Hello {
+        token: token(stream, role),
+        stream: StreamId::new(stream).unwrap(),
+        peer_id: PeerId::new(id).unwrap(),
+        kind,
+        upload_kbps: 5000,
+        region: region.map(String::from),
+    }
+}
+
+/// A raw WebSocket client: sends what the test says, byte for byte.
+struct Ws {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    async fn connect(t: &Tracker) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(t.ws()).await.unwrap();
+        Ws { ws }
+    }
+
+    /// Connects and joins; returns after the welcome.
+    async fn join(
+        t: &Tracker,
+        stream: &str,
+        id: &str,
+        kind: ClientKind,
+        region: Option<&str>,
+    ) -> Ws {
+        let mut ws = Ws::connect(t).await;
+        ws.send(&ClientMsg::Hello(hello(stream, id, kind, region)))
+            .await;
+        ws.expect(|m| matches!(m, ServerMsg::Welcome { .. })).await;
+        ws
+    }
+
+    async fn send(&mut self, m: &ClientMsg) {
+        self.ws.send(Message::text(m.encode())).await.unwrap();
+    }
+
+    async fn send_raw(&mut self, text: String) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    /// The next tracker message within 5 s (None when closed).
+    async fn recv(&mut self) -> Option<ServerMsg> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => panic!("no message within 5 s"),
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return None,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(ServerMsg::decode(t.as_str()).unwrap());
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Skips messages until one matches.
+    async fn expect(&mut self, f: impl Fn(&ServerMsg) -> bool) -> ServerMsg {
+        loop {
+            let m = self.recv().await.expect("connection open");
+            if f(&m) {
+                return m;
+            }
+        }
+    }
+
+    async fn expect_error(&mut self, code: ErrorCode) {
+        self.expect(|m| matches!(m, ServerMsg::Error { code: c, .. } if *c == code))
+            .await;
+    }
+
+    /// True if no signal arrives for `ms`.
+    async fn no_signal_for(&mut self, ms: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) | Ok(None) => return true,
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    if matches!(ServerMsg::decode(t.as_str()), Ok(ServerMsg::Signal { .. })) {
+                        return false;
+                    }
+                }
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// A round trip through the tracker: the session still works.
+    async fn alive(&mut self) {
+        self.send(&ClientMsg::Ping { nonce: 42 }).await;
+        self.expect(|m| matches!(m, ServerMsg::Pong { nonce: 42 }))
+            .await;
+    }
+
+    /// Waits for the connection to close.
+    async fn closed(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(10), self.ws.next()).await {
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return,
+                _ => continue,
+            }
+        }
+        panic!("connection still open");
+    }
+}
+
+fn r() -> RenditionId {
+    RenditionId::new("360p").unwrap()
+}
+
+fn meta(stream: &str, seq: u64) -> SegmentMeta {
+    SegmentMeta {
+        id: SegmentId::new(StreamId::new(stream).unwrap(), r(), seq),
+        size: 1234,
+        sha256: Sha256Digest::of(&seq.to_le_bytes()),
+        duration_ms: 2000,
+        published_at_ms: 1,
+    }
+}
+
+fn have(seq: u64) -> ClientMsg {
+    ClientMsg::Have {
+        segments: vec![SegmentRef {
+            rendition: r(),
+            seq,
+        }],
+    }
+}
+
+fn holders(s: &StreamStats, seq: u64) -> Option<u32> {
+    s.segments
+        .iter()
+        .find(|x| x.id.ends_with(&format!("/360p/{seq}")))
+        .map(|x| x.holders)
+}
+
+async fn wait_until<F, Fut>(what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+#[tokio::test]
+async fn join_publish_index_and_leave() {
+    let t = Tracker::start(&["--idle-timeout-ms", "3000", "--ping-interval-ms", "500"]);
+    let mut origin = Ws::join(&t, "ev", "origin", ClientKind::Publisher, None).await;
+    let mut a = Ws::join(&t, "ev", "a", ClientKind::Native, Some("eu")).await;
+    let mut b = Ws::join(&t, "ev", "b", ClientKind::Browser, Some("eu")).await;
+    origin
+        .send(&ClientMsg::Publish {
+            meta: meta("ev", 0),
+        })
+        .await;
+    // Both viewers hear of the segment with the origin's record (one of
+    // them as a first fetcher: a swarm this small gets min 2 fetchers).
+    for v in [&mut a, &mut b] {
+        let m = v
+            .expect(|m| matches!(m, ServerMsg::Fetch { .. } | ServerMsg::Segment { .. }))
+            .await;
+        let (ServerMsg::Fetch { meta: m } | ServerMsg::Segment { meta: m }) = m else {
+            unreachable!()
+        };
+        assert_eq!(m, meta("ev", 0));
+    }
+    a.send(&have(0)).await;
+    b.send(&have(0)).await;
+    wait_until("two holders", || async {
+        holders(&t.stats("ev").await, 0) == Some(2)
+    })
+    .await;
+    let s = t.stats("ev").await;
+    assert_eq!((s.viewers, s.peers.publisher), (2, 1));
+    // b vanishes without a word (its socket stays open but silent: the
+    // idle timeout forgets it); a is told it left.
+    let silent = b;
+    a.expect(|m| matches!(m, ServerMsg::PeerLeft { .. })).await;
+    wait_until("b's holding to drop", || async {
+        holders(&t.stats("ev").await, 0) == Some(1)
+    })
+    .await;
+    drop(silent);
+    assert!(
+        t.metric("swarmcast_tracker_disconnects_total{reason=\"idle\"}")
+            .await
+            >= 1.0
+    );
+    // A clean close is noticed at once.
+    drop(a);
+    wait_until("a's holding to drop", || async {
+        holders(&t.stats("ev").await, 0) == Some(0)
+    })
+    .await;
+    // The dashboard and the stream list serve.
+    let page = reqwest::get(format!("http://{}/", t.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Swarmcast tracker"));
+    let list = reqwest::get(format!("http://{}/v1/streams", t.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(list.contains("\"stream\":\"ev\""));
+}
+
+#[tokio::test]
+async fn selection_prefers_the_region_and_never_offers_self() {
+    // K = 3: x, y and z know each other and keep one free slot each.
+    let t = Tracker::start(&["--neighbours", "3"]);
+    let _x = Ws::join(&t, "sel", "x-us", ClientKind::Native, Some("us")).await;
+    let _y = Ws::join(&t, "sel", "y-eu", ClientKind::Native, Some("eu")).await;
+    let _z = Ws::join(&t, "sel", "z-us", ClientKind::Native, Some("us")).await;
+    let mut me = Ws::connect(&t).await;
+    me.send(&ClientMsg::Hello(hello(
+        "sel",
+        "me",
+        ClientKind::Native,
+        Some("eu"),
+    )))
+    .await;
+    me.expect(|m| matches!(m, ServerMsg::Welcome { .. })).await;
+    let ServerMsg::Peers { peers } = me.expect(|m| matches!(m, ServerMsg::Peers { .. })).await
+    else {
+        unreachable!()
+    };
+    let ids: Vec<&str> = peers.iter().map(|p| p.peer_id.as_str()).collect();
+    assert!(!ids.contains(&"me"), "{ids:?}");
+    assert_eq!(ids.first(), Some(&"y-eu"), "same region first: {ids:?}");
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert!(peers.iter().all(|p| p.initiator));
+    // Asking for more never repeats a neighbour or offers itself.
+    me.send(&ClientMsg::WantPeers { count: 5 }).await;
+    let ServerMsg::Peers { peers: more } =
+        me.expect(|m| matches!(m, ServerMsg::Peers { .. })).await
+    else {
+        unreachable!()
+    };
+    for p in &more {
+        assert!(
+            p.peer_id.as_str() != "me" && !ids.contains(&p.peer_id.as_str()),
+            "{more:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn signals_reach_only_the_right_peer() {
+    let t = Tracker::start(&[]);
+    let mut a = Ws::join(&t, "sig", "a", ClientKind::Native, None).await;
+    let mut b = Ws::join(&t, "sig", "b", ClientKind::Browser, None).await;
+    let mut c = Ws::join(&t, "sig", "c", ClientKind::Native, None).await;
+    let mut other = Ws::join(&t, "elsewhere", "d", ClientKind::Native, None).await;
+    a.send(&ClientMsg::Signal {
+        to: PeerId::new("b").unwrap(),
+        signal: Signal::Offer {
+            sdp: "v=0 offer".into(),
+        },
+    })
+    .await;
+    let m = b.expect(|m| matches!(m, ServerMsg::Signal { .. })).await;
+    assert!(
+        matches!(m, ServerMsg::Signal { from, signal: Signal::Offer { sdp } } if from.as_str() == "a" && sdp == "v=0 offer")
+    );
+    b.send(&ClientMsg::Signal {
+        to: PeerId::new("a").unwrap(),
+        signal: Signal::Candidate {
+            candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_mline_index: Some(0),
+        },
+    })
+    .await;
+    a.expect(|m| {
+        matches!(
+            m,
+            ServerMsg::Signal {
+                signal: Signal::Candidate { .. },
+                ..
+            }
+        )
+    })
+    .await;
+    // A peer of another swarm cannot be reached.
+    a.send(&ClientMsg::Signal {
+        to: PeerId::new("d").unwrap(),
+        signal: Signal::Offer { sdp: "x".into() },
+    })
+    .await;
+    a.expect_error(ErrorCode::UnknownPeer).await;
+    assert!(c.no_signal_for(500).await);
+    assert!(other.no_signal_for(300).await);
+    assert!(
+        t.metric("swarmcast_tracker_refused_total{code=\"unknown_peer\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test]
+async fn a_silent_first_fetcher_is_replaced() {
+    let t = Tracker::start(&[
+        "--first-fetch-deadline-ms",
+        "400",
+        "--min-first-fetchers",
+        "1",
+        "--max-first-fetchers",
+        "1",
+    ]);
+    let mut origin = Ws::join(&t, "ff", "origin", ClientKind::Publisher, None).await;
+    let mut viewers = Vec::new();
+    for i in 0..3 {
+        viewers.push(Ws::join(&t, "ff", &format!("v{i}"), ClientKind::Native, None).await);
+    }
+    origin
+        .send(&ClientMsg::Publish {
+            meta: meta("ff", 7),
+        })
+        .await;
+    let mut fetchers = Vec::new();
+    for (i, v) in viewers.iter_mut().enumerate() {
+        if matches!(
+            v.expect(|m| matches!(m, ServerMsg::Fetch { .. } | ServerMsg::Segment { .. }))
+                .await,
+            ServerMsg::Fetch { .. }
+        ) {
+            fetchers.push(i);
+        }
+    }
+    assert_eq!(fetchers.len(), 1);
+    // The first fetcher stays silent; after 400 ms someone else is asked.
+    let mut replaced = None;
+    for (i, v) in viewers.iter_mut().enumerate() {
+        if i == fetchers[0] {
+            continue;
+        }
+        if let Ok(m) = tokio::time::timeout(
+            Duration::from_secs(3),
+            v.expect(|m| matches!(m, ServerMsg::Fetch { .. })),
+        )
+        .await
+        {
+            assert!(matches!(m, ServerMsg::Fetch { meta: m } if m == meta("ff", 7)));
+            replaced = Some(i);
+            break;
+        }
+    }
+    assert!(replaced.is_some(), "no replacement first fetcher");
+    wait_until("the replacement counted", || async {
+        t.stats("ff").await.first_fetch_replaced >= 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_tracker_rebuilds_its_index_from_reconnecting_clients() {
+    let t = Tracker::start(&[]);
+    let addr = t.addr.clone();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let mut cfg = ClientConfig::new(
+            t.ws(),
+            hello("rs", &format!("p{i}"), ClientKind::Native, None),
+        );
+        cfg.backoff_min = Duration::from_millis(100);
+        cfg.backoff_max = Duration::from_millis(500);
+        let (h, mut ev) = client::start(cfg, shutdown.clone());
+        assert!(matches!(ev.recv().await, Some(Event::Connected(_))));
+        h.send(have(10)).await.unwrap();
+        h.send(have(11)).await.unwrap();
+        clients.push((h, ev));
+    }
+    wait_until("holders before the restart", || async {
+        holders(&t.stats("rs").await, 11) == Some(3)
+    })
+    .await;
+    drop(t);
+    let t = Tracker::start(&["--listen", &addr]);
+    assert_eq!(t.addr, addr);
+    for (_, ev) in clients.iter_mut() {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            assert!(Instant::now() < deadline, "client did not reconnect");
+            if let Ok(Some(Event::Connected(_))) =
+                tokio::time::timeout(Duration::from_secs(10), ev.recv()).await
+            {
+                break;
+            }
+        }
+    }
+    wait_until("the index rebuilt", || async {
+        let s = t.stats("rs").await;
+        holders(&s, 10) == Some(3) && holders(&s, 11) == Some(3)
+    })
+    .await;
+    shutdown.cancel();
+}
+
+#[tokio::test]
+async fn serves_https_with_rustls() {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("swarmcast-tracker-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("k.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_swarmcast-tracker"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--token-secret",
+            SECRET,
+            "--tls-cert",
+        ])
+        .env("SWARMCAST_LOG", "warn")
+        .arg(dir.join("c.pem"))
+        .arg("--tls-key")
+        .arg(dir.join("k.pem"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    assert!(base.starts_with("https://"));
+    let c = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(
+        c.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok\n"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+// ---- bad input: each gets its error code, a count, and leaves a
+// well-behaved peer of the same swarm untouched ---------------------------
+
+/// Starts a tracker with `args`, a publisher and a well-behaved viewer in
+/// swarm "bad"; runs `attack`; then checks the counter and that the viewer
+/// still receives a published segment and answers a ping.
+async fn bad_input<F, Fut>(args: &[&str], counter: &str, attack: F)
+where
+    F: FnOnce(Tracker) -> Fut,
+    Fut: std::future::Future<Output = Tracker>,
+{
+    let t = Tracker::start(args);
+    let mut origin = Ws::join(&t, "bad", "origin", ClientKind::Publisher, None).await;
+    let mut good = Ws::join(&t, "bad", "good", ClientKind::Native, None).await;
+    let t = attack(t).await;
+    let n = t.metric(counter).await;
+    assert!(n >= 1.0, "{counter} was not counted");
+    origin
+        .send(&ClientMsg::Publish {
+            meta: meta("bad", 99),
+        })
+        .await;
+    good.expect(|m| matches!(m, ServerMsg::Fetch { meta } | ServerMsg::Segment { meta } if meta.id.seq == 99)).await;
+    good.alive().await;
+}
+
+#[tokio::test]
+async fn bad_input_oversized_message() {
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"too_large\"}",
+        |t| async move {
+            let mut ws = Ws::join(&t, "bad", "big", ClientKind::Native, None).await;
+            ws.send_raw(format!(
+                r#"{{"v":1,"type":"ping","nonce":1,"pad":"{}"}}"#,
+                "x".repeat(40_000)
+            ))
+            .await;
+            ws.expect_error(ErrorCode::TooLarge).await;
+            ws.alive().await;
+            // Far over the limit: the connection is closed.
+            ws.send_raw("x".repeat(200_000)).await;
+            ws.closed().await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_swarm_full() {
+    bad_input(
+        &["--max-peers-per-swarm", "2"],
+        "swarmcast_tracker_refused_total{code=\"overloaded\"}",
+        |t| async move {
+            let mut ws = Ws::connect(&t).await;
+            ws.send(&ClientMsg::Hello(hello(
+                "bad",
+                "third",
+                ClientKind::Native,
+                None,
+            )))
+            .await;
+            ws.expect_error(ErrorCode::Overloaded).await;
+            ws.closed().await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_message_flood_is_disconnected() {
+    bad_input(
+        &["--msgs-per-sec", "10", "--msg-burst", "20"],
+        "swarmcast_tracker_disconnects_total{reason=\"flood\"}",
+        |t| async move {
+            let mut ws = Ws::join(&t, "bad", "flood", ClientKind::Native, None).await;
+            for i in 0..200 {
+                if ws
+                    .ws
+                    .send(Message::text(ClientMsg::Ping { nonce: i }.encode()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            ws.expect_error(ErrorCode::RateLimited).await;
+            ws.closed().await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_have_flood_is_disconnected() {
+    bad_input(
+        &["--msgs-per-sec", "10", "--msg-burst", "20"],
+        "swarmcast_tracker_refused_total{code=\"rate_limited\"}",
+        |t| async move {
+            let mut ws = Ws::join(&t, "bad", "flood", ClientKind::Native, None).await;
+            for i in 0..200 {
+                let m = if i % 2 == 0 {
+                    have(i)
+                } else {
+                    ClientMsg::Lost {
+                        segments: vec![SegmentRef {
+                            rendition: r(),
+                            seq: i - 1,
+                        }],
+                    }
+                };
+                if ws.ws.send(Message::text(m.encode())).await.is_err() {
+                    break;
+                }
+            }
+            ws.expect_error(ErrorCode::RateLimited).await;
+            ws.closed().await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_malformed_json() {
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"malformed\"}",
+        |t| async move {
+            let mut ws = Ws::join(&t, "bad", "m", ClientKind::Native, None).await;
+            for text in [
+                "{",
+                "[]",
+                "null",
+                "{\"v\":1,\"type\":\"have\",\"segments\":\"x\"}",
+                "\u{0}",
+            ] {
+                ws.send_raw(text.into()).await;
+                ws.expect_error(ErrorCode::Malformed).await;
+            }
+            ws.ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+            ws.expect_error(ErrorCode::Malformed).await;
+            ws.alive().await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_unknown_message_type() {
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"malformed\"}",
+        |t| async move {
+            let mut ws = Ws::join(&t, "bad", "u", ClientKind::Native, None).await;
+            ws.send_raw(r#"{"v":1,"type":"take_over","everything":true}"#.into())
+                .await;
+            ws.expect_error(ErrorCode::Malformed).await;
+            ws.alive().await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_wrong_protocol_version() {
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"unsupported_version\"}",
+        |t| async move {
+            let mut ws = Ws::connect(&t).await;
+            let text = ClientMsg::Hello(hello("bad", "v2", ClientKind::Native, None))
+                .encode()
+                .replacen("\"v\":1", "\"v\":2", 1);
+            ws.send_raw(text).await;
+            ws.expect_error(ErrorCode::UnsupportedVersion).await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_signal_to_another_swarm() {
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"unknown_peer\"}",
+        |t| async move {
+            let _far = Ws::join(&t, "other", "far", ClientKind::Native, None).await;
+            let mut ws = Ws::join(&t, "bad", "s", ClientKind::Native, None).await;
+            ws.send(&ClientMsg::Signal {
+                to: PeerId::new("far").unwrap(),
+                signal: Signal::Offer { sdp: "v=0".into() },
+            })
+            .await;
+            ws.expect_error(ErrorCode::UnknownPeer).await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_peer_id_taken() {
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"peer_id_taken\"}",
+        |t| async move {
+            let mut ws = Ws::connect(&t).await;
+            ws.send(&ClientMsg::Hello(hello(
+                "bad",
+                "good",
+                ClientKind::Native,
+                None,
+            )))
+            .await;
+            ws.expect_error(ErrorCode::PeerIdTaken).await;
+            ws.closed().await;
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_bad_token() {
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"unauthorized\"}",
+        |t| async move {
+            // A viewer token for another stream, a forged token, and a viewer
+            // token used to join as publisher.
+            for h in [
+                Hello {
+                    token: token("other", Role::Viewer),
+                    ..hello("bad", "x1", ClientKind::Native, None)
+                },
+                Hello {
+                    token: "djE6YmFkOnZpZXdlcjo5OTk5OTk5OTk5.AAAA".into(),
+                    ..hello("bad", "x2", ClientKind::Native, None)
+                },
+                Hello {
+                    token: token("bad", Role::Viewer),
+                    ..hello("bad", "x3", ClientKind::Publisher, None)
+                },
+            ] {
+                let mut ws = Ws::connect(&t).await;
+                ws.send(&ClientMsg::Hello(h)).await;
+                ws.expect_error(ErrorCode::Unauthorized).await;
+                ws.closed().await;
+            }
+            t
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bad_input_message_before_hello_and_viewer_publishing() {
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"forbidden\"}",
+        |t| async move {
+            let mut ws = Ws::connect(&t).await;
+            ws.send(&have(1)).await;
+            ws.expect_error(ErrorCode::NotJoined).await;
+            ws.send(&ClientMsg::Hello(hello(
+                "bad",
+                "pretender",
+                ClientKind::Native,
+                None,
+            )))
+            .await;
+            ws.expect(|m| matches!(m, ServerMsg::Welcome { .. })).await;
+            // A viewer may not publish (no hash ever comes from a peer).
+            ws.send(&ClientMsg::Publish {
+                meta: meta("bad", 5),
+            })
+            .await;
+            ws.expect_error(ErrorCode::Forbidden).await;
+            t
+        },
+    )
+    .await;
+}
