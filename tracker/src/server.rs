@@ -20,6 +20,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use dashmap::DashMap;
+use futures_util::SinkExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use swarmcast_proto::tracker::{ClientKind, ClientMsg, ErrorCode, MAX_MESSAGE, ServerMsg};
 use swarmcast_proto::{Role, StreamId, TokenKey};
@@ -226,7 +227,7 @@ async fn ws_upgrade(
     // answers `too_large`; larger ones end the connection.
     ws.max_message_size(2 * MAX_MESSAGE)
         .max_frame_size(2 * MAX_MESSAGE)
-        .read_buffer_size(4096)
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
             let conn = t.next_conn.fetch_add(1, Ordering::Relaxed);
@@ -286,9 +287,13 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
     let mut ping = tokio::time::interval(limits.ping_interval);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
+    // Created once: re-creating it every turn would take the shared token's
+    // lock for every message of every session.
+    let shutdown = t.shutdown.clone().cancelled_owned();
+    tokio::pin!(shutdown);
     let reason: &'static str = loop {
         tokio::select! {
-            _ = t.shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 let _ = ws.send(Message::Close(Some(axum::extract::ws::CloseFrame { code: 1001, reason: "tracker shutting down".into() }))).await;
                 break "shutdown";
             }
@@ -306,7 +311,15 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
             }
             out = out_rx.recv(), if joined.is_some() => match out {
                 Some(text) => {
-                    if ws.send(Message::Text(text)).await.is_err() {
+                    // Whatever else is queued goes out in the same write.
+                    let mut batch = 0;
+                    let mut failed = ws.feed(Message::Text(text)).await.is_err();
+                    while !failed && batch < 64 {
+                        let Ok(more) = out_rx.try_recv() else { break };
+                        failed = ws.feed(Message::Text(more)).await.is_err();
+                        batch += 1;
+                    }
+                    if failed || ws.flush().await.is_err() {
                         break "closed";
                     }
                 }
