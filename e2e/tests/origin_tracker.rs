@@ -125,14 +125,12 @@ async fn the_origin_publishes_every_segment_to_the_tracker_with_its_hash() {
             .expect("records within 20 s")
             .unwrap()
             .unwrap();
-        if let Message::Text(t) = m {
-            if let Ok(ServerMsg::Segment { meta } | ServerMsg::Fetch { meta }) =
+        if let Message::Text(t) = m
+            && let Ok(ServerMsg::Segment { meta } | ServerMsg::Fetch { meta }) =
                 ServerMsg::decode(t.as_str())
-            {
-                if !heard.contains(&meta) {
-                    heard.push(meta);
-                }
-            }
+            && !heard.contains(&meta)
+        {
+            heard.push(meta);
         }
     }
     heard.sort_by_key(|m| m.id.seq);
