@@ -87,6 +87,7 @@ pub struct Tracker {
     max_swarms: usize,
     swarms: DashMap<StreamId, mpsc::Sender<Cmd>>,
     next_conn: AtomicU64,
+    sessions: AtomicU64,
     shutdown: CancellationToken,
     tasks: TaskTracker,
     metrics: PrometheusHandle,
@@ -115,6 +116,7 @@ impl Tracker {
             max_swarms,
             swarms: DashMap::new(),
             next_conn: AtomicU64::new(1),
+            sessions: AtomicU64::new(0),
             shutdown,
             tasks,
             metrics: swarmcast_svc::metrics_handle(),
@@ -181,6 +183,11 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
 async fn metrics_page(State(t): State<Arc<Tracker>>) -> Response {
     if let Some(rss) = resident_bytes() {
         metrics::gauge!("swarmcast_tracker_resident_bytes").set(rss as f64);
+        let n = t.sessions.load(Ordering::Relaxed);
+        if n > 0 {
+            metrics::gauge!("swarmcast_tracker_resident_bytes_per_session")
+                .set(rss as f64 / n as f64);
+        }
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
@@ -275,6 +282,7 @@ struct Joined {
 
 async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
     metrics::gauge!("swarmcast_tracker_sessions").increment(1.0);
+    t.sessions.fetch_add(1, Ordering::Relaxed);
     let (out_tx, mut out_rx) = mpsc::channel::<Utf8Bytes>(SESSION_QUEUE);
     let mut out_tx = Some(out_tx);
     let mut joined: Option<Joined> = None;
@@ -436,6 +444,7 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
     debug!(reason, "session ended");
     metrics::counter!("swarmcast_tracker_disconnects_total", "reason" => reason).increment(1);
     metrics::gauge!("swarmcast_tracker_sessions").decrement(1.0);
+    t.sessions.fetch_sub(1, Ordering::Relaxed);
 }
 
 async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cmd>) {

@@ -300,6 +300,11 @@ async fn join_publish_index_and_leave() {
             .await
             >= 1.0
     );
+    assert!(
+        t.metric("swarmcast_tracker_resident_bytes_per_session")
+            .await
+            > 0.0
+    );
     // A clean close is noticed at once.
     drop(a);
     wait_until("a's holding to drop", || async {
