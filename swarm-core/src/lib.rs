@@ -1,0 +1,1204 @@
+//! # swarmcast-swarm-core
+//!
+//! The state machine of one viewer (or relay) of a Swarmcast swarm, with no
+//! I/O: no tokio, no clock, no sockets. The edge peer drives it with tokio,
+//! the tests drive it with virtual time, and the event simulator drives
+//! thousands of them.
+//!
+//! ## Driver contract
+//! 1. Every call takes `now`: milliseconds on a monotonic clock the driver
+//!    owns. Randomness comes from the seed given to [`Core::new`].
+//! 2. Feed every event through a `handle_*` method: a segment announced by
+//!    the tracker ([`Core::handle_published`]), a neighbour's data channel
+//!    opening or closing, a decoded peer frame, HTTP data / completion /
+//!    failure, the player's position, an upload finishing.
+//! 3. After each call, drain [`Core::poll_action`] and carry out every
+//!    [`Action`] in order: send a frame, stream a segment slice to a peer
+//!    (the driver paces the chunks on the channel's buffered amount and
+//!    calls [`Core::handle_upload_done`]), start or cancel an HTTP GET,
+//!    hand a verified segment to the player/cache, drop a bad peer.
+//! 4. Call [`Core::handle_timeout`] when the time from
+//!    [`Core::poll_timeout`] comes.
+//!
+//! ## The decisions it owns
+//! - **What to fetch next**: segments of the wanted renditions ordered by
+//!   playback deadline (`published + playback_delay`, or what the player's
+//!   position says, whichever is sooner).
+//! - **From whom**: a neighbour that announced it, with a free download
+//!   slot, fastest first (an EWMA of each neighbour's delivery rate).
+//! - **When a peer is too slow**: when its observed rate cannot finish the
+//!   segment before `deadline − margin`, the transfer is cancelled and the
+//!   rest is fetched with an HTTP `Range` (or from a faster neighbour).
+//! - **When to use HTTP**: at once when the tracker made this viewer a first
+//!   fetcher; otherwise at the last moment at which HTTP still meets the
+//!   deadline (`deadline − margin − size / http_rate`), so the swarm gets
+//!   every chance first but playback never waits for it.
+//! - **Resuming**: a partial segment keeps its bytes; the next source
+//!   (another peer or HTTP `Range`) starts at the first missing byte.
+//! - **What to serve**: requests for held segments, within `upload_slots`
+//!   concurrent uploads and an upload budget (bytes per second); others get
+//!   `busy` or `not_found`.
+//! - **What to keep**: the newest `window_segments` of each rendition.
+//! - **Bad neighbours**: bytes whose SHA-256 differs from the origin's hash
+//!   are never delivered; the neighbours that sent them are dropped and
+//!   reported. Protocol violations (chunks nobody asked for, lying totals,
+//!   request floods) also drop the neighbour.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use rand::SeedableRng as _;
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom as _;
+use swarmcast_proto::wire::{Frame, RejectReason};
+use swarmcast_proto::{PeerId, RenditionId, SegmentMeta, Seq, Sha256Digest};
+
+/// Milliseconds on the driver's monotonic clock.
+pub type Millis = u64;
+
+/// What this node is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// A viewer playing one rendition.
+    Viewer {
+        /// The rendition it plays.
+        rendition: RenditionId,
+    },
+    /// A relay: plays nothing, fetches every rendition to serve it.
+    Relay,
+}
+
+/// Settings of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Viewer or relay.
+    pub mode: Mode,
+    /// Segments kept per rendition.
+    pub window_segments: usize,
+    /// Time from a segment's publication to the moment the player needs it
+    /// (a player three target durations behind live needs a new segment
+    /// about two durations after it is published).
+    pub playback_delay_ms: Millis,
+    /// Safety margin before a deadline.
+    pub margin_ms: Millis,
+    /// HTTP throughput assumed until one is measured, bytes per ms.
+    pub http_rate: f64,
+    /// Peer throughput assumed until one is measured, bytes per ms.
+    pub peer_rate: f64,
+    /// Concurrent downloads from one neighbour.
+    pub downloads_per_peer: usize,
+    /// Concurrent downloads in all.
+    pub max_downloads: usize,
+    /// Concurrent uploads in all.
+    pub upload_slots: usize,
+    /// Upload budget, bytes per second (0 = unlimited).
+    pub upload_budget: u64,
+    /// Requests a neighbour may send per second before it is dropped.
+    pub max_requests_per_sec: u32,
+}
+
+impl CoreConfig {
+    /// Defaults for a viewer of `rendition` with 2-second segments.
+    pub fn viewer(rendition: RenditionId) -> Self {
+        Self {
+            mode: Mode::Viewer { rendition },
+            window_segments: 30,
+            playback_delay_ms: 4000,
+            margin_ms: 500,
+            http_rate: 500.0,
+            peer_rate: 2000.0,
+            downloads_per_peer: 2,
+            max_downloads: 6,
+            upload_slots: 6,
+            upload_budget: 0,
+            max_requests_per_sec: 100,
+        }
+    }
+
+    /// Defaults for a relay: every rendition, more upload.
+    pub fn relay() -> Self {
+        Self {
+            mode: Mode::Relay,
+            upload_slots: 32,
+            max_downloads: 12,
+            ..Self::viewer(RenditionId::new("relay").expect("a valid id"))
+        }
+    }
+}
+
+/// Where a segment's bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// HTTP only.
+    Http,
+    /// Peers only.
+    Peers,
+    /// Both (a transfer resumed from one to the other).
+    Mixed,
+}
+
+/// Why a neighbour is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// It sent bytes that do not match the origin's hash.
+    HashMismatch,
+    /// It broke the wire protocol (unrequested chunks, lying totals...).
+    Protocol,
+    /// It sent more requests than allowed.
+    RequestFlood,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a frame to a neighbour.
+    Send {
+        /// Recipient.
+        peer: PeerId,
+        /// The frame.
+        frame: Frame,
+    },
+    /// Stream `data[from..to]` of a held segment to a neighbour as chunk
+    /// frames, paced on the channel; then call `handle_upload_done`.
+    Serve {
+        /// Recipient.
+        peer: PeerId,
+        /// Rendition.
+        rendition: RenditionId,
+        /// Sequence number.
+        seq: Seq,
+        /// The whole segment.
+        data: Bytes,
+        /// First byte to send.
+        from: u32,
+        /// One past the last byte to send.
+        to: u32,
+    },
+    /// Stop a `Serve` (the neighbour cancelled).
+    StopServing {
+        /// Recipient.
+        peer: PeerId,
+        /// Rendition.
+        rendition: RenditionId,
+        /// Sequence number.
+        seq: Seq,
+    },
+    /// Start an HTTP GET of a segment (with `Range: bytes=from-` when
+    /// `from > 0`); report with `handle_http_*` and this `req`.
+    HttpGet {
+        /// Request id.
+        req: u64,
+        /// The segment's record (its id gives the URL).
+        meta: Arc<SegmentMeta>,
+        /// First byte wanted.
+        from: u64,
+    },
+    /// Abort an HTTP GET.
+    HttpCancel {
+        /// Request id.
+        req: u64,
+    },
+    /// A segment is complete and matches the origin's hash.
+    Complete {
+        /// Its record.
+        meta: Arc<SegmentMeta>,
+        /// The bytes.
+        data: Bytes,
+        /// Where they came from.
+        source: Source,
+    },
+    /// A segment left the window (tell the tracker `lost`).
+    Evicted {
+        /// Rendition.
+        rendition: RenditionId,
+        /// Sequence number.
+        seq: Seq,
+    },
+    /// Close the data channel to this neighbour and report it.
+    DropPeer {
+        /// The neighbour.
+        peer: PeerId,
+        /// Why.
+        reason: DropReason,
+    },
+}
+
+/// Counters since start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Media bytes received over HTTP.
+    pub http_bytes: u64,
+    /// Media bytes received from peers (before verification).
+    pub p2p_bytes: u64,
+    /// Media bytes handed to peers for upload.
+    pub uploaded_bytes: u64,
+    /// Segments completed and verified.
+    pub segments: u64,
+    /// Segments not complete at their deadline.
+    pub late: u64,
+    /// Assemblies whose hash did not match.
+    pub hash_failures: u64,
+    /// Neighbours dropped.
+    pub peers_dropped: u64,
+    /// Peer transfers given up for being too slow.
+    pub slow_transfers: u64,
+    /// Requests refused (busy, not found, bad range).
+    pub rejected_requests: u64,
+    /// Frames that broke the protocol.
+    pub protocol_errors: u64,
+}
+
+/// A peer download in progress.
+#[derive(Debug, Clone)]
+struct PeerJob {
+    peer: PeerId,
+    from: u64,
+    next: u64,
+    end: u64,
+    started: Millis,
+    first_byte: Option<Millis>,
+}
+
+#[derive(Debug, Clone)]
+struct HttpJob {
+    req: u64,
+    from: u64,
+    next: u64,
+    started: Millis,
+}
+
+#[derive(Debug)]
+struct Assembly {
+    buf: BytesMut,
+    /// Bytes `[0, filled)` are present (every source writes in order from
+    /// the first missing byte).
+    filled: u64,
+    peer: Option<PeerJob>,
+    http: Option<HttpJob>,
+    from_http: bool,
+    from_peers: Vec<PeerId>,
+    /// Neighbours that refused or failed this segment.
+    tried: BTreeSet<PeerId>,
+}
+
+#[derive(Debug)]
+enum Status {
+    Missing(Assembly),
+    Held(Bytes),
+}
+
+#[derive(Debug)]
+struct Seg {
+    meta: Arc<SegmentMeta>,
+    deadline: Millis,
+    first_fetch: bool,
+    late_counted: bool,
+    status: Status,
+}
+
+#[derive(Debug)]
+struct Neighbour {
+    has: BTreeMap<RenditionId, BTreeSet<Seq>>,
+    /// Delivery rate, bytes per ms (EWMA), once measured.
+    rate: Option<f64>,
+    downloads: usize,
+    uploads: BTreeSet<(RenditionId, Seq)>,
+    requests: VecDeque<Millis>,
+    busy_until: Millis,
+}
+
+/// The state machine of one viewer or relay.
+#[derive(Debug)]
+pub struct Core {
+    cfg: CoreConfig,
+    rng: SmallRng,
+    segs: BTreeMap<RenditionId, BTreeMap<Seq, Seg>>,
+    peers: HashMap<PeerId, Neighbour>,
+    http_reqs: HashMap<u64, (RenditionId, Seq)>,
+    next_req: u64,
+    http_rate: f64,
+    uploads: usize,
+    budget_tokens: f64,
+    budget_at: Millis,
+    actions: VecDeque<Action>,
+    stats: Stats,
+    /// The latest `now` seen.
+    now: Millis,
+}
+
+/// How often an active transfer's progress is checked.
+const CHECK_MS: Millis = 100;
+/// A peer that has sent no byte this long after a request is too slow.
+const FIRST_BYTE_MS: Millis = 400;
+
+impl Core {
+    /// A core with no segment and no neighbour.
+    pub fn new(cfg: CoreConfig, seed: u64) -> Self {
+        let http_rate = cfg.http_rate;
+        Self {
+            rng: SmallRng::seed_from_u64(seed),
+            segs: BTreeMap::new(),
+            peers: HashMap::new(),
+            http_reqs: HashMap::new(),
+            next_req: 1,
+            http_rate,
+            uploads: 0,
+            budget_tokens: cfg.upload_budget as f64,
+            budget_at: 0,
+            actions: VecDeque::new(),
+            stats: Stats::default(),
+            now: 0,
+            cfg,
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The next action to carry out.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// A held segment (for the local HLS endpoint or a cache).
+    pub fn segment(&self, rendition: &RenditionId, seq: Seq) -> Option<(Arc<SegmentMeta>, Bytes)> {
+        let s = self.segs.get(rendition)?.get(&seq)?;
+        match &s.status {
+            Status::Held(b) => Some((s.meta.clone(), b.clone())),
+            Status::Missing(_) => None,
+        }
+    }
+
+    /// Records of the live window of a rendition, oldest first.
+    pub fn window(&self, rendition: &RenditionId) -> Vec<Arc<SegmentMeta>> {
+        self.segs
+            .get(rendition)
+            .map(|m| m.values().map(|s| s.meta.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn wants(&self, r: &RenditionId) -> bool {
+        match &self.cfg.mode {
+            Mode::Viewer { rendition } => rendition == r,
+            Mode::Relay => true,
+        }
+    }
+
+    /// The tracker announced a segment (`first_fetch`: this node is one of
+    /// its first fetchers). The hash in `meta` comes from the origin.
+    pub fn handle_published(&mut self, now: Millis, meta: SegmentMeta, first_fetch: bool) {
+        let r = meta.id.rendition;
+        let seq = meta.id.seq;
+        if meta.size == 0 || meta.size > u64::from(swarmcast_proto::wire::MAX_SEGMENT_SIZE) {
+            return;
+        }
+        let window = self.cfg.window_segments;
+        let deadline = now + self.cfg.playback_delay_ms;
+        let by_seq = self.segs.entry(r).or_default();
+        if let Some(existing) = by_seq.get_mut(&seq) {
+            if existing.meta.sha256 == meta.sha256 {
+                existing.first_fetch |= first_fetch;
+                self.schedule(now);
+                return;
+            }
+            // The origin re-published this id with other bytes: its record wins.
+            by_seq.remove(&seq);
+        }
+        if by_seq.len() >= window && by_seq.first_key_value().is_some_and(|(&o, _)| seq < o) {
+            return; // older than everything kept
+        }
+        let size = meta.size as usize;
+        by_seq.insert(
+            seq,
+            Seg {
+                meta: Arc::new(meta),
+                deadline,
+                first_fetch,
+                late_counted: false,
+                status: Status::Missing(Assembly {
+                    buf: BytesMut::zeroed(size),
+                    filled: 0,
+                    peer: None,
+                    http: None,
+                    from_http: false,
+                    from_peers: Vec::new(),
+                    tried: BTreeSet::new(),
+                }),
+            },
+        );
+        self.evict(r);
+        self.schedule(now);
+    }
+
+    fn evict(&mut self, r: RenditionId) {
+        let window = self.cfg.window_segments;
+        let Some(by_seq) = self.segs.get_mut(&r) else {
+            return;
+        };
+        while by_seq.len() > window {
+            let Some((seq, seg)) = by_seq.pop_first() else {
+                break;
+            };
+            match seg.status {
+                Status::Held(_) => self
+                    .actions
+                    .push_back(Action::Evicted { rendition: r, seq }),
+                Status::Missing(a) => {
+                    if let Some(h) = a.http {
+                        self.http_reqs.remove(&h.req);
+                        self.actions.push_back(Action::HttpCancel { req: h.req });
+                    }
+                    if let Some(j) = a.peer {
+                        if let Some(n) = self.peers.get_mut(&j.peer) {
+                            n.downloads = n.downloads.saturating_sub(1);
+                        }
+                        self.actions.push_back(Action::Send {
+                            peer: j.peer,
+                            frame: Frame::Cancel { rendition: r, seq },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The player will need `seq` of its rendition at `needed_at` (and the
+    /// following segments one duration apart). A request from a local
+    /// player for a segment not yet held passes `needed_at = now`.
+    pub fn handle_playhead(&mut self, now: Millis, seq: Seq, needed_at: Millis) {
+        let Mode::Viewer { rendition } = self.cfg.mode else {
+            return;
+        };
+        if let Some(by_seq) = self.segs.get_mut(&rendition) {
+            for (&s, seg) in by_seq.range_mut(seq..) {
+                let d = needed_at + (s - seq) * u64::from(seg.meta.duration_ms);
+                seg.deadline = seg.deadline.min(d);
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// A neighbour's data channel opened: it gets our have-maps.
+    pub fn handle_peer_up(&mut self, now: Millis, peer: PeerId) {
+        self.peers.entry(peer.clone()).or_insert_with(|| Neighbour {
+            has: BTreeMap::new(),
+            rate: None,
+            downloads: 0,
+            uploads: BTreeSet::new(),
+            requests: VecDeque::new(),
+            busy_until: 0,
+        });
+        for (r, by_seq) in &self.segs {
+            let held: Vec<Seq> = by_seq
+                .iter()
+                .filter(|(_, s)| matches!(s.status, Status::Held(_)))
+                .map(|(&q, _)| q)
+                .collect();
+            if let (Some(&base), Some(&last)) = (held.first(), held.last()) {
+                let n = ((last - base) / 8 + 1) as usize;
+                if n > swarmcast_proto::wire::MAX_BITMAP {
+                    continue;
+                }
+                let mut bits = vec![0u8; n];
+                for q in held {
+                    let i = (q - base) as usize;
+                    bits[i / 8] |= 0x80 >> (i % 8);
+                }
+                self.actions.push_back(Action::Send {
+                    peer: peer.clone(),
+                    frame: Frame::HaveMap {
+                        rendition: *r,
+                        base_seq: base,
+                        bitmap: Bytes::from(bits),
+                    },
+                });
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// A neighbour's data channel closed (or the neighbour was dropped):
+    /// its transfers resume elsewhere.
+    pub fn handle_peer_down(&mut self, now: Millis, peer: &PeerId) {
+        let Some(n) = self.peers.remove(peer) else {
+            return;
+        };
+        self.uploads = self.uploads.saturating_sub(n.uploads.len());
+        for by_seq in self.segs.values_mut() {
+            for seg in by_seq.values_mut() {
+                if let Status::Missing(a) = &mut seg.status {
+                    if a.peer.as_ref().is_some_and(|j| &j.peer == peer) {
+                        a.peer = None;
+                    }
+                }
+            }
+        }
+        self.schedule(now);
+    }
+
+    fn drop_peer(&mut self, now: Millis, peer: &PeerId, reason: DropReason) {
+        if self.peers.contains_key(peer) {
+            self.stats.peers_dropped += 1;
+            self.actions.push_back(Action::DropPeer {
+                peer: peer.clone(),
+                reason,
+            });
+            self.handle_peer_down(now, peer);
+        }
+    }
+
+    /// A decoded frame from a neighbour.
+    pub fn handle_frame(&mut self, now: Millis, peer: &PeerId, frame: Frame) {
+        if !self.peers.contains_key(peer) {
+            return;
+        }
+        match frame {
+            Frame::HaveMap {
+                rendition,
+                base_seq,
+                bitmap,
+            } => {
+                let window = self.cfg.window_segments;
+                if let Some(n) = self.peers.get_mut(peer) {
+                    let set = n.has.entry(rendition).or_default();
+                    set.clear();
+                    for (i, b) in bitmap.iter().enumerate() {
+                        for j in 0..8u64 {
+                            if b & (0x80 >> j) != 0 {
+                                if let Some(q) = base_seq.checked_add(i as u64 * 8 + j) {
+                                    set.insert(q);
+                                }
+                            }
+                        }
+                    }
+                    while set.len() > window {
+                        set.pop_first();
+                    }
+                }
+                self.schedule(now);
+            }
+            Frame::Have { rendition, seq } => {
+                let window = self.cfg.window_segments;
+                if let Some(n) = self.peers.get_mut(peer) {
+                    let set = n.has.entry(rendition).or_default();
+                    set.insert(seq);
+                    while set.len() > window {
+                        set.pop_first();
+                    }
+                }
+                self.schedule(now);
+            }
+            Frame::Request {
+                rendition,
+                seq,
+                offset,
+                length,
+            } => self.on_request(now, peer, rendition, seq, offset, length),
+            Frame::Cancel { rendition, seq } => {
+                if let Some(n) = self.peers.get_mut(peer) {
+                    if n.uploads.remove(&(rendition, seq)) {
+                        self.uploads = self.uploads.saturating_sub(1);
+                        self.actions.push_back(Action::StopServing {
+                            peer: peer.clone(),
+                            rendition,
+                            seq,
+                        });
+                    }
+                }
+            }
+            Frame::Reject {
+                rendition,
+                seq,
+                reason,
+            } => {
+                let mut had_job = false;
+                if let Some(Status::Missing(a)) = self
+                    .segs
+                    .get_mut(&rendition)
+                    .and_then(|m| m.get_mut(&seq))
+                    .map(|s| &mut s.status)
+                {
+                    if a.peer.as_ref().is_some_and(|j| &j.peer == peer) {
+                        a.peer = None;
+                        a.tried.insert(peer.clone());
+                        had_job = true;
+                    }
+                }
+                if let Some(n) = self.peers.get_mut(peer) {
+                    if had_job {
+                        n.downloads = n.downloads.saturating_sub(1);
+                    }
+                    match reason {
+                        RejectReason::NotFound => {
+                            if let Some(set) = n.has.get_mut(&rendition) {
+                                set.remove(&seq);
+                            }
+                        }
+                        RejectReason::Busy => n.busy_until = now + 500,
+                        RejectReason::BadRequest => {}
+                    }
+                }
+                self.schedule(now);
+            }
+            Frame::Chunk {
+                rendition,
+                seq,
+                offset,
+                total,
+                data,
+            } => self.on_chunk(now, peer, rendition, seq, offset, total, data),
+        }
+    }
+
+    fn reject(&mut self, peer: &PeerId, rendition: RenditionId, seq: Seq, reason: RejectReason) {
+        self.stats.rejected_requests += 1;
+        self.actions.push_back(Action::Send {
+            peer: peer.clone(),
+            frame: Frame::Reject {
+                rendition,
+                seq,
+                reason,
+            },
+        });
+    }
+
+    fn on_request(
+        &mut self,
+        now: Millis,
+        peer: &PeerId,
+        rendition: RenditionId,
+        seq: Seq,
+        offset: u32,
+        length: u32,
+    ) {
+        let limit = self.cfg.max_requests_per_sec as usize;
+        let flooding = match self.peers.get_mut(peer) {
+            Some(n) => {
+                n.requests.push_back(now);
+                while n.requests.front().is_some_and(|&t| t + 1000 <= now) {
+                    n.requests.pop_front();
+                }
+                n.requests.len() > limit
+            }
+            None => return,
+        };
+        if flooding {
+            self.drop_peer(now, peer, DropReason::RequestFlood);
+            return;
+        }
+        let held = self
+            .segs
+            .get(&rendition)
+            .and_then(|m| m.get(&seq))
+            .and_then(|s| match &s.status {
+                Status::Held(b) => Some(b.clone()),
+                Status::Missing(_) => None,
+            });
+        let Some(data) = held else {
+            self.reject(peer, rendition, seq, RejectReason::NotFound);
+            return;
+        };
+        let len = data.len() as u64;
+        let from = u64::from(offset);
+        let to = if length == 0 {
+            len
+        } else {
+            from.saturating_add(u64::from(length))
+        };
+        if from >= len || to > len {
+            self.reject(peer, rendition, seq, RejectReason::BadRequest);
+            return;
+        }
+        let already = self
+            .peers
+            .get(peer)
+            .is_some_and(|n| n.uploads.contains(&(rendition, seq)));
+        if already || self.uploads >= self.cfg.upload_slots || !self.take_budget(now, to - from) {
+            self.reject(peer, rendition, seq, RejectReason::Busy);
+            return;
+        }
+        if let Some(n) = self.peers.get_mut(peer) {
+            n.uploads.insert((rendition, seq));
+        }
+        self.uploads += 1;
+        self.stats.uploaded_bytes += to - from;
+        self.actions.push_back(Action::Serve {
+            peer: peer.clone(),
+            rendition,
+            seq,
+            data,
+            from: from as u32,
+            to: to as u32,
+        });
+    }
+
+    fn take_budget(&mut self, now: Millis, bytes: u64) -> bool {
+        let budget = self.cfg.upload_budget;
+        if budget == 0 {
+            return true;
+        }
+        let dt = now.saturating_sub(self.budget_at) as f64 / 1000.0;
+        self.budget_at = now;
+        // One second of budget may accumulate.
+        self.budget_tokens = (self.budget_tokens + dt * budget as f64).min(budget as f64);
+        if self.budget_tokens <= 0.0 {
+            return false;
+        }
+        // A segment may overdraw: the debt is paid before the next one.
+        self.budget_tokens -= bytes as f64;
+        true
+    }
+
+    /// An upload (a `Serve`) ended, sent or not.
+    pub fn handle_upload_done(
+        &mut self,
+        now: Millis,
+        peer: &PeerId,
+        rendition: RenditionId,
+        seq: Seq,
+    ) {
+        if let Some(n) = self.peers.get_mut(peer) {
+            if n.uploads.remove(&(rendition, seq)) {
+                self.uploads = self.uploads.saturating_sub(1);
+            }
+        }
+        self.schedule(now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_chunk(
+        &mut self,
+        now: Millis,
+        peer: &PeerId,
+        rendition: RenditionId,
+        seq: Seq,
+        offset: u32,
+        total: u32,
+        data: Bytes,
+    ) {
+        let Some(seg) = self.segs.get_mut(&rendition).and_then(|m| m.get_mut(&seq)) else {
+            // A segment that left the window while in flight: harmless.
+            return;
+        };
+        let Status::Missing(a) = &mut seg.status else {
+            return;
+        };
+        let Some(job) = a.peer.as_mut().filter(|j| &j.peer == peer) else {
+            // Chunks nobody asked for (or after a cancel) are dropped; a
+            // cancelled transfer may still have frames in flight.
+            return;
+        };
+        let offset = u64::from(offset);
+        if u64::from(total) != seg.meta.size
+            || offset != job.next
+            || offset + data.len() as u64 > job.end
+        {
+            self.stats.protocol_errors += 1;
+            self.drop_peer(now, peer, DropReason::Protocol);
+            return;
+        }
+        let start = offset as usize;
+        a.buf[start..start + data.len()].copy_from_slice(&data);
+        job.next += data.len() as u64;
+        job.first_byte.get_or_insert(now);
+        // One source at a time, each from the first missing byte.
+        a.filled = job.next;
+        if !a.from_peers.contains(peer) {
+            a.from_peers.push(peer.clone());
+        }
+        self.stats.p2p_bytes += data.len() as u64;
+        let done = job.next >= job.end;
+        if done {
+            let elapsed = now.saturating_sub(job.started).max(1) as f64;
+            let bytes = (job.end - job.from) as f64;
+            a.peer = None;
+            if let Some(n) = self.peers.get_mut(peer) {
+                n.downloads = n.downloads.saturating_sub(1);
+                let r = bytes / elapsed;
+                n.rate = Some(n.rate.map_or(r, |old| 0.7 * old + 0.3 * r));
+            }
+        }
+        self.finish_if_complete(now, rendition, seq);
+        self.schedule(now);
+    }
+
+    /// HTTP bytes of request `req`, in order from where it started.
+    pub fn handle_http_data(&mut self, now: Millis, req: u64, data: &[u8]) {
+        self.now = self.now.max(now);
+        let Some(&(r, seq)) = self.http_reqs.get(&req) else {
+            return;
+        };
+        let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
+            return;
+        };
+        let Status::Missing(a) = &mut seg.status else {
+            return;
+        };
+        let Some(job) = a.http.as_mut().filter(|h| h.req == req) else {
+            return;
+        };
+        let size = seg.meta.size;
+        let n = data.len().min(size.saturating_sub(job.next) as usize);
+        let start = job.next as usize;
+        a.buf[start..start + n].copy_from_slice(&data[..n]);
+        job.next += n as u64;
+        a.from_http = true;
+        // One source at a time, each from the first missing byte.
+        a.filled = job.next;
+        self.stats.http_bytes += n as u64;
+    }
+
+    /// HTTP request `req` finished.
+    pub fn handle_http_done(&mut self, now: Millis, req: u64) {
+        let Some((r, seq)) = self.http_reqs.remove(&req) else {
+            return;
+        };
+        if let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) {
+            if let Status::Missing(a) = &mut seg.status {
+                if let Some(h) = a.http.take() {
+                    let elapsed = now.saturating_sub(h.started).max(1) as f64;
+                    let rate = (h.next - h.from) as f64 / elapsed;
+                    if rate > 0.0 {
+                        self.http_rate = 0.7 * self.http_rate + 0.3 * rate;
+                    }
+                }
+            }
+        }
+        self.finish_if_complete(now, r, seq);
+        self.schedule(now);
+    }
+
+    /// HTTP request `req` failed; it is retried while the deadline allows.
+    pub fn handle_http_failed(&mut self, now: Millis, req: u64) {
+        let Some((r, seq)) = self.http_reqs.remove(&req) else {
+            return;
+        };
+        if let Some(Status::Missing(a)) = self
+            .segs
+            .get_mut(&r)
+            .and_then(|m| m.get_mut(&seq))
+            .map(|s| &mut s.status)
+        {
+            a.http = None;
+        }
+        self.schedule(now);
+    }
+
+    fn finish_if_complete(&mut self, now: Millis, r: RenditionId, seq: Seq) {
+        let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
+            return;
+        };
+        let Status::Missing(a) = &mut seg.status else {
+            return;
+        };
+        if a.filled < seg.meta.size {
+            return;
+        }
+        let data = std::mem::take(&mut a.buf).freeze();
+        if Sha256Digest::of(&data) != seg.meta.sha256 {
+            self.stats.hash_failures += 1;
+            let guilty = std::mem::take(&mut a.from_peers);
+            if let Some(h) = a.http.take() {
+                self.http_reqs.remove(&h.req);
+                self.actions.push_back(Action::HttpCancel { req: h.req });
+            }
+            a.buf = BytesMut::zeroed(seg.meta.size as usize);
+            a.filled = 0;
+            a.from_http = false;
+            a.peer = None;
+            // Start over from the origin, which is never wrong about itself.
+            seg.first_fetch = true;
+            for p in &guilty {
+                a.tried.insert(p.clone());
+            }
+            for p in guilty {
+                self.drop_peer(now, &p, DropReason::HashMismatch);
+            }
+            return;
+        }
+        let source = match (a.from_http, a.from_peers.is_empty()) {
+            (true, true) => Source::Http,
+            (false, _) => Source::Peers,
+            (true, false) => Source::Mixed,
+        };
+        if let Some(h) = a.http.take() {
+            self.http_reqs.remove(&h.req);
+            self.actions.push_back(Action::HttpCancel { req: h.req });
+        }
+        if let Some(j) = a.peer.take() {
+            if let Some(n) = self.peers.get_mut(&j.peer) {
+                n.downloads = n.downloads.saturating_sub(1);
+            }
+            self.actions.push_back(Action::Send {
+                peer: j.peer,
+                frame: Frame::Cancel { rendition: r, seq },
+            });
+        }
+        seg.status = Status::Held(data.clone());
+        self.stats.segments += 1;
+        if now > seg.deadline && !seg.late_counted {
+            self.stats.late += 1;
+        }
+        let meta = seg.meta.clone();
+        self.actions
+            .push_back(Action::Complete { meta, data, source });
+        let mut peers: Vec<PeerId> = self.peers.keys().cloned().collect();
+        peers.sort();
+        for p in peers {
+            self.actions.push_back(Action::Send {
+                peer: p,
+                frame: Frame::Have { rendition: r, seq },
+            });
+        }
+    }
+
+    /// Time of the next check, if any is due.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        let mut next: Option<Millis> = None;
+        let now = self.now;
+        // Only future times: what is already due was handled by the last
+        // call, or waits for an event (a free download slot).
+        let mut note = |t: Millis| {
+            if t > now {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for (r, by_seq) in &self.segs {
+            if !self.wants(r) {
+                continue;
+            }
+            for seg in by_seq.values() {
+                let Status::Missing(a) = &seg.status else {
+                    continue;
+                };
+                if a.peer.is_some() {
+                    note(now + CHECK_MS);
+                    note(seg.deadline);
+                } else if a.http.is_none() {
+                    note(self.http_start(seg, a));
+                }
+                if !seg.late_counted {
+                    note(seg.deadline);
+                }
+            }
+        }
+        next
+    }
+
+    /// Checks progress and deadlines.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        for by_seq in self.segs.values_mut() {
+            for seg in by_seq.values_mut() {
+                if matches!(seg.status, Status::Missing(_))
+                    && now >= seg.deadline
+                    && !seg.late_counted
+                {
+                    seg.late_counted = true;
+                    self.stats.late += 1;
+                }
+            }
+        }
+        self.schedule(now);
+    }
+
+    /// When HTTP must start to meet the deadline for the missing bytes.
+    fn http_start(&self, seg: &Seg, a: &Assembly) -> Millis {
+        if seg.first_fetch {
+            return 0;
+        }
+        let missing = seg.meta.size.saturating_sub(a.filled) as f64;
+        let need = (missing / self.http_rate.max(1e-3)).ceil() as Millis;
+        seg.deadline.saturating_sub(self.cfg.margin_ms + need)
+    }
+
+    /// The scheduler: runs after every input.
+    fn schedule(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+        // Missing segments of wanted renditions, earliest deadline first.
+        let mut todo: Vec<(Millis, RenditionId, Seq)> = Vec::new();
+        let mut active = 0;
+        for (r, by_seq) in &self.segs {
+            if !self.wants(r) {
+                continue;
+            }
+            for (&seq, seg) in by_seq {
+                if let Status::Missing(a) = &seg.status {
+                    if a.peer.is_some() || a.http.is_some() {
+                        active += 1;
+                    }
+                    todo.push((seg.deadline, *r, seq));
+                }
+            }
+        }
+        todo.sort();
+        for (_, r, seq) in todo {
+            self.check_progress(now, r, seq);
+            let idle = matches!(
+                self.segs.get(&r).and_then(|m| m.get(&seq)).map(|s| &s.status),
+                Some(Status::Missing(a)) if a.peer.is_none() && a.http.is_none()
+            );
+            if idle {
+                if active >= self.cfg.max_downloads && !self.is_first_fetch(r, seq) {
+                    continue;
+                }
+                if self.start(now, r, seq) {
+                    active += 1;
+                }
+            }
+        }
+    }
+
+    fn is_first_fetch(&self, r: RenditionId, seq: Seq) -> bool {
+        self.segs
+            .get(&r)
+            .and_then(|m| m.get(&seq))
+            .is_some_and(|s| s.first_fetch)
+    }
+
+    /// Gives up a peer transfer that cannot meet the deadline.
+    fn check_progress(&mut self, now: Millis, r: RenditionId, seq: Seq) {
+        let margin = self.cfg.margin_ms;
+        let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
+            return;
+        };
+        let deadline = seg.deadline;
+        let Status::Missing(a) = &mut seg.status else {
+            return;
+        };
+        let Some(job) = &a.peer else { return };
+        let remaining = (job.end - job.next) as f64;
+        let too_slow = match job.first_byte {
+            None => now.saturating_sub(job.started) >= FIRST_BYTE_MS || now + margin >= deadline,
+            Some(_) => {
+                let got = (job.next - job.from) as f64;
+                let rate = got / now.saturating_sub(job.started).max(1) as f64;
+                rate <= 0.0 || now + (remaining / rate) as Millis + margin > deadline
+            }
+        };
+        if !too_slow {
+            return;
+        }
+        let peer = job.peer.clone();
+        a.tried.insert(peer.clone());
+        a.peer = None;
+        self.stats.slow_transfers += 1;
+        if let Some(n) = self.peers.get_mut(&peer) {
+            n.downloads = n.downloads.saturating_sub(1);
+            // Remember it as slow for the next choice.
+            n.rate = Some(n.rate.map_or(0.0, |x| x * 0.5));
+        }
+        self.actions.push_back(Action::Send {
+            peer,
+            frame: Frame::Cancel { rendition: r, seq },
+        });
+    }
+
+    /// Starts the best source for a missing segment; true if one started.
+    fn start(&mut self, now: Millis, r: RenditionId, seq: Seq) -> bool {
+        let Some(seg) = self.segs.get(&r).and_then(|m| m.get(&seq)) else {
+            return false;
+        };
+        let Status::Missing(a) = &seg.status else {
+            return false;
+        };
+        let size = seg.meta.size;
+        let deadline = seg.deadline;
+        let from = a.filled;
+        let http_at = self.http_start(seg, a);
+        if !seg.first_fetch {
+            // The fastest neighbour that has it, has a free slot and has not
+            // failed this segment.
+            let mut holders: Vec<(&PeerId, f64)> = self
+                .peers
+                .iter()
+                .filter(|(id, n)| {
+                    n.has.get(&r).is_some_and(|s| s.contains(&seq))
+                        && n.downloads < self.cfg.downloads_per_peer
+                        && n.busy_until <= now
+                        && !a.tried.contains(*id)
+                })
+                .map(|(id, n)| (id, n.rate.unwrap_or(self.cfg.peer_rate)))
+                .collect();
+            holders.shuffle(&mut self.rng);
+            holders.sort_by(|x, y| y.1.total_cmp(&x.1));
+            if let Some((peer, rate)) = holders.first().map(|(p, r)| ((*p).clone(), *r)) {
+                let eta =
+                    now + ((size - from) as f64 / rate.max(1e-3)) as Millis + self.cfg.margin_ms;
+                if eta <= deadline || now < http_at {
+                    return self.start_peer(now, r, seq, peer, from, size);
+                }
+            }
+        }
+        if now >= http_at {
+            return self.start_http(now, r, seq, from);
+        }
+        false
+    }
+
+    fn start_peer(
+        &mut self,
+        now: Millis,
+        r: RenditionId,
+        seq: Seq,
+        peer: PeerId,
+        from: u64,
+        size: u64,
+    ) -> bool {
+        let Some(Status::Missing(a)) = self
+            .segs
+            .get_mut(&r)
+            .and_then(|m| m.get_mut(&seq))
+            .map(|s| &mut s.status)
+        else {
+            return false;
+        };
+        a.peer = Some(PeerJob {
+            peer: peer.clone(),
+            from,
+            next: from,
+            end: size,
+            started: now,
+            first_byte: None,
+        });
+        if let Some(n) = self.peers.get_mut(&peer) {
+            n.downloads += 1;
+        }
+        self.actions.push_back(Action::Send {
+            peer,
+            frame: Frame::Request {
+                rendition: r,
+                seq,
+                offset: from as u32,
+                length: 0,
+            },
+        });
+        true
+    }
+
+    fn start_http(&mut self, now: Millis, r: RenditionId, seq: Seq, from: u64) -> bool {
+        let req = self.next_req;
+        let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
+            return false;
+        };
+        let Status::Missing(a) = &mut seg.status else {
+            return false;
+        };
+        self.next_req += 1;
+        a.http = Some(HttpJob {
+            req,
+            from,
+            next: from,
+            started: now,
+        });
+        self.http_reqs.insert(req, (r, seq));
+        self.actions.push_back(Action::HttpGet {
+            req,
+            meta: seg.meta.clone(),
+            from,
+        });
+        true
+    }
+}
