@@ -16,7 +16,7 @@ use http_body_util::BodyExt as _;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Deserialize;
 use swarmcast_proto::{RenditionId, Role, StreamId, TokenKey};
-use tracing::{Instrument as _, field, info, info_span};
+use tracing::{Instrument as _, debug_span, field, info};
 
 use crate::disk::Disk;
 use crate::error::OriginError;
@@ -114,7 +114,7 @@ async fn observe(req: Request, next: Next) -> Response {
     let mut resp = if method == Method::OPTIONS {
         preflight()
     } else {
-        let span = info_span!("http", %method, route, status = field::Empty);
+        let span = debug_span!("http", %method, route, status = field::Empty);
         let resp = next.run(req).instrument(span.clone()).await;
         span.record("status", resp.status().as_u16());
         resp
@@ -175,8 +175,18 @@ fn now_ms() -> u64 {
 }
 
 fn egress(kind: &'static str, bytes: usize) {
-    metrics::counter!("swarmcast_origin_egress_bytes_total", "kind" => kind)
-        .increment(bytes as u64);
+    const KINDS: [&str; 4] = ["segment", "playlist", "index", "master"];
+    static COUNTERS: [std::sync::OnceLock<metrics::Counter>; 4] =
+        [const { std::sync::OnceLock::new() }; 4];
+    match KINDS.iter().position(|k| *k == kind) {
+        Some(i) => COUNTERS[i]
+            .get_or_init(
+                || metrics::counter!("swarmcast_origin_egress_bytes_total", "kind" => KINDS[i]),
+            )
+            .increment(bytes as u64),
+        None => metrics::counter!("swarmcast_origin_egress_bytes_total", "kind" => kind)
+            .increment(bytes as u64),
+    }
 }
 
 fn not_modified(headers: &HeaderMap, etag: &HeaderValue) -> bool {
@@ -242,22 +252,41 @@ async fn media(
     method: Method,
     headers: HeaderMap,
 ) -> Result<Response, OriginError> {
+    media_inner(
+        &app,
+        &stream,
+        &rendition,
+        &file,
+        &headers,
+        method == Method::HEAD,
+    )
+}
+
+/// `/live/{stream}/{rendition}/{file}`: the media playlist, the JSON index
+/// or a segment.
+fn media_inner(
+    app: &App,
+    stream: &str,
+    rendition: &str,
+    file: &str,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, OriginError> {
     let s = app
         .store
-        .stream(&stream_id(&stream)?)
+        .stream(&stream_id(stream)?)
         .ok_or(OriginError::UnknownStream)?;
     let r = s
-        .rendition(&rendition_id(&rendition)?)
+        .rendition(&rendition_id(rendition)?)
         .ok_or(OriginError::UnknownRendition)?;
-    let head = method == Method::HEAD;
-    match file.as_str() {
+    match file {
         "index.m3u8" => {
             let doc = r.playlist().ok_or(OriginError::UnknownRendition)?;
-            Ok(document("playlist", &doc, CT_M3U8, &headers, head))
+            Ok(document("playlist", &doc, CT_M3U8, headers, head))
         }
         "index.json" => {
             let doc = r.index().ok_or(OriginError::UnknownRendition)?;
-            Ok(document("index", &doc, CT_JSON, &headers, head))
+            Ok(document("index", &doc, CT_JSON, headers, head))
         }
         _ => {
             let (seq, ext) = file
@@ -275,9 +304,105 @@ async fn media(
             if seg.kind.ext() != ext {
                 return Err(OriginError::SegmentNotFound);
             }
-            segment_response(&seg, &headers, head)
+            segment_response(&seg, headers, head)
         }
     }
+}
+
+/// The origin's service: the hot route (`GET`/`HEAD
+/// /live/{stream}/{rendition}/{file}` with a plain path) is answered
+/// directly, without the router's boxing, path-parameter decoding and
+/// middleware (`docs/benchmarks/origin.md` measured them at most of the
+/// per-request cost); everything else goes through the [`router`].
+#[derive(Clone, Debug)]
+pub struct OriginService {
+    app: Arc<App>,
+    router: Router,
+}
+
+impl OriginService {
+    /// The service for `app`.
+    pub fn new(app: Arc<App>) -> Self {
+        Self {
+            router: router(app.clone()),
+            app,
+        }
+    }
+}
+
+impl tower::Service<Request> for OriginService {
+    type Response = Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        std::future::Ready<Result<Response, std::convert::Infallible>>,
+        tower::util::Oneshot<Router, Request>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        use tower::ServiceExt as _;
+        match fast_path(&self.app, &req) {
+            Some(resp) => futures_util::future::Either::Left(std::future::ready(Ok(resp))),
+            None => futures_util::future::Either::Right(self.router.clone().oneshot(req)),
+        }
+    }
+}
+
+/// Answers a plain media GET/HEAD, or returns `None` for the router
+/// (percent-encoded paths included: the router decodes them).
+fn fast_path(app: &App, req: &Request) -> Option<Response> {
+    let head = match *req.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => return None,
+    };
+    let rest = req.uri().path().strip_prefix("/live/")?;
+    if rest.contains('%') {
+        return None;
+    }
+    let mut parts = rest.split('/');
+    let (Some(stream), Some(rendition), Some(file), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let span = tracing::debug_span!("http", method = %req.method(), route = "media", status = field::Empty);
+    let _guard = span.enter();
+    let mut resp = match media_inner(app, stream, rendition, file, req.headers(), head) {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    span.record("status", resp.status().as_u16());
+    media_counter(resp.status()).increment(1);
+    let h = resp.headers_mut();
+    h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, ANY);
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, EXPOSE);
+    Some(resp)
+}
+
+/// The request counter of the media route for `status`, registered on
+/// first use (so `/metrics` lists only statuses that happened).
+fn media_counter(status: StatusCode) -> &'static metrics::Counter {
+    const STATUSES: [&str; 15] = [
+        "200", "201", "204", "206", "304", "400", "401", "403", "404", "405", "413", "416", "500",
+        "503", "other",
+    ];
+    static COUNTERS: [std::sync::OnceLock<metrics::Counter>; 15] =
+        [const { std::sync::OnceLock::new() }; 15];
+    let label = status_label(status);
+    let i = STATUSES
+        .iter()
+        .position(|s| *s == label)
+        .unwrap_or(STATUSES.len() - 1);
+    COUNTERS[i].get_or_init(|| {
+        metrics::counter!("swarmcast_origin_requests_total", "route" => "media", "status" => STATUSES[i])
+    })
 }
 
 /// What a `Range` header asks of a resource of `len` bytes.

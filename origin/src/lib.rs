@@ -152,10 +152,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             );
         }
     }
-    let router = http::router(app);
+    let service = http::OriginService::new(app);
     let grace = Duration::from_secs(config.grace_seconds);
     let done = tokio::spawn(async move {
-        swarmcast_svc::serve(listener, tls, router, shutdown.clone(), grace).await;
+        swarmcast_svc::serve(listener, tls, service, false, shutdown.clone(), grace).await;
         shutdown.cancel();
         tasks.close();
         tasks.wait().await;

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -235,15 +234,27 @@ pub async fn bind(addr: SocketAddr, tls: bool) -> Result<TcpListener, SvcError> 
 /// accepting, lets open requests finish for up to `grace`, and returns.
 ///
 /// Connections speak HTTP/1.1 or HTTP/2 (and upgrade to WebSocket), over TLS
-/// when `tls` is set. Accept errors (out of descriptors...) are logged and
+/// when `tls` is set. With `connect_info`, every request carries the peer
+/// address as `axum::extract::ConnectInfo<SocketAddr>` (one allocation per
+/// request; services that do not read it leave it off). Accept errors (out of descriptors...) are logged and
 /// retried after a pause; they never end the loop.
-pub async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
-    router: Router,
+    service: S,
+    connect_info: bool,
     shutdown: CancellationToken,
     grace: Duration,
-) {
+) where
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let tls = tls.map(TlsAcceptor::from);
     let tasks = TaskTracker::new();
     let conn_shutdown = CancellationToken::new();
@@ -260,16 +271,18 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let router = router.clone();
+        let service = service.clone();
         let tls = tls.clone();
         let stop = conn_shutdown.clone();
         tasks.spawn(async move {
             match tls {
-                None => serve_conn(TokioIo::new(stream), router, stop, peer).await,
+                None => serve_conn(TokioIo::new(stream), service, stop, peer, connect_info).await,
                 Some(acceptor) => {
                     let hs = tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream));
                     match hs.await {
-                        Ok(Ok(s)) => serve_conn(TokioIo::new(s), router, stop, peer).await,
+                        Ok(Ok(s)) => {
+                            serve_conn(TokioIo::new(s), service, stop, peer, connect_info).await
+                        }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
@@ -288,15 +301,30 @@ pub async fn serve(
     }
 }
 
-async fn serve_conn<I>(io: I, router: Router, stop: CancellationToken, peer: SocketAddr)
-where
+async fn serve_conn<I, S>(
+    io: I,
+    service: S,
+    stop: CancellationToken,
+    peer: SocketAddr,
+    connect_info: bool,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    S: tower::Service<
+            axum::extract::Request,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let mut req = req.map(axum::body::Body::new);
-        req.extensions_mut()
-            .insert(axum::extract::ConnectInfo(peer));
-        router.clone().oneshot(req)
+        if connect_info {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+        }
+        service.clone().oneshot(req)
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(io, svc);

@@ -81,7 +81,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     let router = server::router(tracker);
     let grace = Duration::from_secs(config.grace_seconds);
     let done = tokio::spawn(async move {
-        swarmcast_svc::serve(listener, tls, router, shutdown.clone(), grace).await;
+        swarmcast_svc::serve(listener, tls, router, true, shutdown.clone(), grace).await;
         shutdown.cancel();
         tasks.close();
         let _ = tokio::time::timeout(grace, tasks.wait()).await;
