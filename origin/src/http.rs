@@ -218,6 +218,8 @@ fn document(
         egress(kind, doc.body.len());
     }
     let mut r = Response::new(Body::from(doc.body.clone()));
+    // Room for every header this response and the CORS layer add.
+    *r.headers_mut() = HeaderMap::with_capacity(8);
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, ct);
     h.insert(header::CACHE_CONTROL, CACHE_PLAYLIST);
@@ -274,7 +276,8 @@ fn media_inner(
 ) -> Result<Response, OriginError> {
     let s = app
         .store
-        .stream(&stream_id(stream)?)
+        .stream_by_str(stream)
+        .map_err(|e| OriginError::BadPath(e.to_string()))?
         .ok_or(OriginError::UnknownStream)?;
     let r = s
         .rendition(&rendition_id(rendition)?)
@@ -495,6 +498,7 @@ fn segment_response(
         egress("segment", body.len());
     }
     let mut r = Response::new(Body::from(body));
+    *r.headers_mut() = HeaderMap::with_capacity(12);
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(

@@ -226,6 +226,12 @@ impl Store {
         self.streams.get(id).map(|s| s.clone())
     }
 
+    /// A stream by its id as text (checked, not allocated: the hot path).
+    pub fn stream_by_str(&self, id: &str) -> Result<Option<Arc<Stream>>, swarmcast_proto::IdError> {
+        StreamId::validate(id)?;
+        Ok(self.streams.get(id).map(|s| s.clone()))
+    }
+
     /// Every stream.
     pub fn streams(&self) -> Vec<Arc<Stream>> {
         self.streams.iter().map(|s| s.clone()).collect()

@@ -47,6 +47,11 @@ macro_rules! string_id {
                 Ok(Self(s))
             }
 
+            /// Checks `s` without allocating (what [`Self::new`] accepts).
+            pub fn validate(s: &str) -> Result<(), IdError> {
+                check($kind, s, Self::MAX_LEN)
+            }
+
             /// The id as a string slice (always safe in a path segment or a log).
             pub fn as_str(&self) -> &str {
                 &self.0
@@ -74,6 +79,14 @@ macro_rules! string_id {
 
         impl AsRef<str> for $name {
             fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        /// Maps keyed by the id can be searched with a `&str` (no allocation);
+        /// hashing and equality are those of the string.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
                 &self.0
             }
         }
