@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use clap::Parser as _;
 use swarmcast_origin::config::{Command, Config};
 use swarmcast_proto::{Claims, Role, StreamId, TokenKey};
 
@@ -14,35 +13,12 @@ use swarmcast_proto::{Claims, Role, StreamId, TokenKey};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let args = match swarmcast_svc::args_with_config_file(false) {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("swarmcast-origin: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let config = Config::parse_from(args);
+    let config: Config = swarmcast_svc::parse_config("swarmcast-origin");
     if let Some(Command::Token { stream, role, ttl }) = &config.command {
         return print_token(&config, stream, role, *ttl);
     }
-    swarmcast_svc::init_tracing();
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("swarmcast-origin: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async {
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        swarmcast_svc::cancel_on_signals(shutdown.clone());
-        match swarmcast_origin::run(config, shutdown).await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("swarmcast-origin: {e}");
-                ExitCode::FAILURE
-            }
-        }
+    swarmcast_svc::run_service("swarmcast-origin", |shutdown| {
+        swarmcast_origin::run(config, shutdown)
     })
 }
 

@@ -266,6 +266,26 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The code's wire name (also used as a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::Malformed => "malformed",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::UnknownPeer => "unknown_peer",
+            ErrorCode::PeerIdTaken => "peer_id_taken",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Internal => "internal",
+        }
+    }
+}
+
 /// Tracker → client.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -555,6 +575,20 @@ mod tests {
             r#"{"v":1,"type":"hello","token":"t","stream":"../x","peer_id":"p","kind":"native"}"#,
         );
         assert_eq!(e.unwrap_err().code(), ErrorCode::Malformed);
+    }
+
+    #[test]
+    fn error_code_names_are_the_wire_names() {
+        for code in [
+            ErrorCode::UnsupportedVersion,
+            ErrorCode::PeerIdTaken,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(
+                serde_json::to_string(&code).unwrap(),
+                format!("\"{}\"", code.as_str())
+            );
+        }
     }
 
     #[test]

@@ -163,6 +163,48 @@ pub fn raise_fd_limit() -> u64 {
     }
 }
 
+/// Parses a service's config (flags, `--config FILE`, environment) with
+/// clap, or exits with clap's message (status 2).
+pub fn parse_config<C: clap::Parser>(program: &str) -> C {
+    match args_with_config_file(false) {
+        Ok(args) => C::parse_from(args),
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// Starts tracing, builds the tokio runtime, cancels on SIGINT/SIGTERM and
+/// runs `service` to completion: what every service's `main` does after
+/// parsing its config. Errors are printed as `program: error`.
+pub fn run_service<F, Fut, E>(program: &str, service: F) -> std::process::ExitCode
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    init_tracing();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{program}: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        let shutdown = CancellationToken::new();
+        cancel_on_signals(shutdown.clone());
+        match service(shutdown).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{program}: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 /// Cancels `token` on SIGINT or SIGTERM.
 pub fn cancel_on_signals(token: CancellationToken) {
     tokio::spawn(async move {

@@ -250,26 +250,9 @@ fn now_s() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-fn code_name(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::UnsupportedVersion => "unsupported_version",
-        ErrorCode::Malformed => "malformed",
-        ErrorCode::TooLarge => "too_large",
-        ErrorCode::Unauthorized => "unauthorized",
-        ErrorCode::TokenExpired => "token_expired",
-        ErrorCode::NotJoined => "not_joined",
-        ErrorCode::UnknownPeer => "unknown_peer",
-        ErrorCode::PeerIdTaken => "peer_id_taken",
-        ErrorCode::RateLimited => "rate_limited",
-        ErrorCode::Forbidden => "forbidden",
-        ErrorCode::Overloaded => "overloaded",
-        ErrorCode::Internal => "internal",
-    }
-}
-
 async fn send_error(ws: &mut WebSocket, code: ErrorCode, message: &str) -> bool {
-    metrics::counter!("swarmcast_tracker_refused_total", "code" => code_name(code)).increment(1);
-    debug!(code = code_name(code), message, "refused");
+    metrics::counter!("swarmcast_tracker_refused_total", "code" => code.as_str()).increment(1);
+    debug!(code = code.as_str(), message, "refused");
     ws.send(Message::text(ServerMsg::error(code, message).encode()))
         .await
         .is_ok()

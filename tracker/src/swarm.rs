@@ -288,20 +288,7 @@ impl Swarm {
     }
 
     fn refuse(&mut self, slot: Slot, code: ErrorCode, message: &str) {
-        let name = match code {
-            ErrorCode::UnsupportedVersion => "unsupported_version",
-            ErrorCode::Malformed => "malformed",
-            ErrorCode::TooLarge => "too_large",
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::TokenExpired => "token_expired",
-            ErrorCode::NotJoined => "not_joined",
-            ErrorCode::UnknownPeer => "unknown_peer",
-            ErrorCode::PeerIdTaken => "peer_id_taken",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::Overloaded => "overloaded",
-            ErrorCode::Internal => "internal",
-        };
+        let name = code.as_str();
         *self.counters.refused.entry(name).or_default() += 1;
         self.send(slot, &ServerMsg::error(code, message));
     }
