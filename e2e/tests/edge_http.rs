@@ -1,0 +1,221 @@
+//! A live event without WebRTC yet: origin (ffmpeg test source) → tracker →
+//! two edge peers. Each edge peer learns every segment from the tracker,
+//! fetches it over HTTP (at once when made a first fetcher, else at the
+//! last safe moment), checks it against the origin's hash, and serves it on
+//! its local HLS endpoint, which a real HLS client plays.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use swarmcast_proto::{Claims, RenditionIndex, Role, StreamId, TokenKey};
+
+const SECRET: &str = "e2e-edge-secret-0123456789abcdef";
+
+struct Proc(Child, String);
+
+impl Proc {
+    fn start(name: &str, args: &[&str], secret: bool) -> Proc {
+        let mut cmd = Command::new(swarmcast_e2e::bin(name));
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if secret {
+            cmd.args(["--token-secret", SECRET]);
+        }
+        let mut child = cmd
+            .args(args)
+            .env("SWARMCAST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the service printed its address")
+                .unwrap();
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                break a.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Proc(child, addr)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn viewer_token() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    TokenKey::new(SECRET.as_bytes()).sign(&Claims {
+        stream: StreamId::new("test").unwrap(),
+        role: Role::Viewer,
+        expires_at: exp,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_peers_serve_verified_live_segments_to_a_local_player() {
+    let tracker = Proc::start(
+        "swarmcast-tracker",
+        &["--min-first-fetchers", "1", "--max-first-fetchers", "1"],
+        true,
+    );
+    let ws = format!("ws://{}/v1/ws", tracker.1);
+    let origin = Proc::start(
+        "swarmcast-origin",
+        &[
+            "--test-source",
+            "--test-source-renditions",
+            "360p,144p",
+            "--tracker",
+            &ws,
+        ],
+        true,
+    );
+    let origin_url = format!("http://{}", origin.1);
+    let token = viewer_token();
+    let edges: Vec<Proc> = (0..2)
+        .map(|_| {
+            Proc::start(
+                "swarmcast-edge",
+                &[
+                    "--tracker",
+                    &ws,
+                    "--origin",
+                    &origin_url,
+                    "--stream",
+                    "test",
+                    "--rendition",
+                    "360p",
+                    "--token",
+                    &token,
+                    "--playback-delay-ms",
+                    "3000",
+                ],
+                false,
+            )
+        })
+        .collect();
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // Each edge peer's local playlist fills with held segments.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for e in &edges {
+        loop {
+            assert!(
+                Instant::now() < deadline,
+                "edge peer {} never listed 3 segments",
+                e.1
+            );
+            let r = c
+                .get(format!("http://{}/live/test/360p/index.m3u8", e.1))
+                .send()
+                .await
+                .unwrap();
+            if r.status().is_success() && r.text().await.unwrap().matches(".ts").count() >= 3 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    // Every segment an edge peer serves is byte-identical to the origin's.
+    let index: RenditionIndex = serde_json::from_str(
+        &c.get(format!("{origin_url}/live/test/360p/index.json"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let mut compared = 0;
+    for e in &edges {
+        let pl = c
+            .get(format!("http://{}/live/test/360p/index.m3u8", e.1))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in pl.lines().filter(|l| l.ends_with(".ts")) {
+            let seq: u64 = line.trim_end_matches(".ts").parse().unwrap();
+            let Some(meta) = index.segments.iter().find(|m| m.id.seq == seq) else {
+                continue;
+            };
+            let bytes = c
+                .get(format!("http://{}/live/test/360p/{line}", e.1))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert!(
+                meta.matches(&bytes),
+                "edge {} served segment {seq} that differs from the origin's",
+                e.1
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 4, "compared only {compared} segments");
+    // A real HLS client plays three seconds through an edge peer.
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-i",
+            &format!("http://{}/live/test/360p/index.m3u8", edges[0].1),
+            "-t",
+            "3",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ffmpeg could not play through the edge peer: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The tracker knows both viewers and what they hold; one first fetcher
+    // per segment was assigned.
+    let stats: serde_json::Value = serde_json::from_str(
+        &c.get(format!("http://{}/v1/streams/test/stats", tracker.1))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stats["viewers"], 2, "{stats}");
+    assert!(
+        stats["first_fetch_assigned"].as_u64().unwrap() >= 3,
+        "{stats}"
+    );
+    let held = stats["segments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["id"].as_str().unwrap().contains("/360p/") && s["holders"] == 2)
+        .count();
+    assert!(held >= 3, "{stats}");
+}

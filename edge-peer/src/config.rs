@@ -1,0 +1,96 @@
+//! The edge peer's configuration: flags, `SWARMCAST_*` environment
+//! variables, or a TOML file (`--config FILE`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::error::EdgeError;
+
+/// `swarmcast-edge`: a viewer whose local HLS endpoint any native player
+/// (ffplay, mpv, VLC) plays, fed by the swarm with HTTP as the safety net;
+/// or, with `--relay`, a relay node that fetches and serves every rendition.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "swarmcast-edge", version, args_override_self = true)]
+pub struct Config {
+    /// TOML file with defaults for any flag below (flags given here win).
+    #[arg(long, env = "SWARMCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address of the local HLS endpoint, `/metrics` and `/healthz` (port 0
+    /// picks one; printed as `listening on http://ADDR`).
+    #[arg(long, env = "SWARMCAST_LISTEN", default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+
+    /// Tracker WebSocket URL.
+    #[arg(
+        long,
+        env = "SWARMCAST_TRACKER",
+        default_value = "ws://127.0.0.1:7000/v1/ws"
+    )]
+    pub tracker: String,
+
+    /// Origin (or HTTP cache in front of it) base URL.
+    #[arg(
+        long,
+        env = "SWARMCAST_ORIGIN",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub origin: String,
+
+    /// The stream to watch or relay.
+    #[arg(long, env = "SWARMCAST_STREAM", default_value = "test")]
+    pub stream: String,
+
+    /// The rendition to watch (viewer mode).
+    #[arg(long, env = "SWARMCAST_RENDITION", default_value = "360p")]
+    pub rendition: String,
+
+    /// Run as a relay: no playback, every rendition, a larger upload budget.
+    #[arg(long, env = "SWARMCAST_RELAY")]
+    pub relay: bool,
+
+    /// A stream token (role viewer, or relay with --relay).
+    #[arg(long, env = "SWARMCAST_TOKEN", hide_env_values = true)]
+    pub token: String,
+
+    /// Region label told to the tracker (an ASN, a site name...).
+    #[arg(long, env = "SWARMCAST_REGION")]
+    pub region: Option<String>,
+
+    /// Upload capacity offered to the swarm, kbit/s.
+    #[arg(long, env = "SWARMCAST_UPLOAD_KBPS", default_value_t = 10_000)]
+    pub upload_kbps: u32,
+
+    /// Segments the local playlist lists.
+    #[arg(long, env = "SWARMCAST_PLAYLIST_SEGMENTS", default_value_t = 6)]
+    pub playlist_segments: usize,
+
+    /// Time from a segment's publication to when the local player needs it,
+    /// ms (a player three target durations behind live: about two segment
+    /// durations).
+    #[arg(long, env = "SWARMCAST_PLAYBACK_DELAY_MS", default_value_t = 4000)]
+    pub playback_delay_ms: u64,
+}
+
+impl Config {
+    /// Checks across fields.
+    pub fn validate(&self) -> Result<(), EdgeError> {
+        let err = |m: String| Err(EdgeError::Config(m));
+        if !(self.tracker.starts_with("ws://") || self.tracker.starts_with("wss://")) {
+            return err("--tracker must be a ws:// or wss:// URL".into());
+        }
+        if !self.origin.starts_with("http://") {
+            return err("--origin must be an http:// URL".into());
+        }
+        swarmcast_proto::StreamId::new(self.stream.as_str())
+            .map_err(|e| EdgeError::Config(format!("--stream: {e}")))?;
+        swarmcast_proto::RenditionId::new(self.rendition.as_str())
+            .map_err(|e| EdgeError::Config(format!("--rendition: {e}")))?;
+        if self.playlist_segments < 3 {
+            return err("--playlist-segments must be at least 3".into());
+        }
+        Ok(())
+    }
+}

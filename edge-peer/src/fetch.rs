@@ -1,0 +1,116 @@
+//! HTTP fallback: GET a segment from the origin (or a cache in front of it)
+//! with connection reuse, resuming with `Range` where a transfer stopped,
+//! streaming the body to the driver as it arrives.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Empty};
+use hyper::StatusCode;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use swarmcast_proto::SegmentMeta;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What a fetch reports.
+#[derive(Debug)]
+pub enum HttpEvent {
+    /// Bytes, in order.
+    Data(u64, Bytes),
+    /// The body ended.
+    Done(u64),
+    /// The fetch failed (status, connection, short body).
+    Failed(u64, String),
+}
+
+/// A pooled HTTP/1.1 client for one origin.
+#[derive(Debug, Clone)]
+pub struct Fetcher {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    base: String,
+}
+
+impl Fetcher {
+    /// A client for `base` (`http://host:port`).
+    pub fn new(base: &str) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            base: base.trim_end_matches('/').to_string(),
+        }
+    }
+
+    /// The URL of a segment (the origin names segments `{seq}.ts`).
+    pub fn url(&self, meta: &SegmentMeta) -> String {
+        format!(
+            "{}/live/{}/{}/{}.ts",
+            self.base, meta.id.stream, meta.id.rendition, meta.id.seq
+        )
+    }
+
+    /// Fetches `meta` from byte `from`, reporting to `events` as request
+    /// `req`, until done, failed or `cancel`.
+    pub async fn fetch(
+        self,
+        req: u64,
+        meta: std::sync::Arc<SegmentMeta>,
+        from: u64,
+        events: mpsc::Sender<HttpEvent>,
+        cancel: CancellationToken,
+    ) {
+        let r = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = self.run(req, &meta, from, &events) => r,
+        };
+        let ev = match r {
+            Ok(()) => HttpEvent::Done(req),
+            Err(e) => HttpEvent::Failed(req, e),
+        };
+        let _ = events.send(ev).await;
+    }
+
+    async fn run(
+        &self,
+        req: u64,
+        meta: &SegmentMeta,
+        from: u64,
+        events: &mpsc::Sender<HttpEvent>,
+    ) -> Result<(), String> {
+        let mut request = hyper::Request::get(self.url(meta));
+        if from > 0 {
+            request = request.header(hyper::header::RANGE, format!("bytes={from}-"));
+        }
+        let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        let want = if from > 0 {
+            StatusCode::PARTIAL_CONTENT
+        } else {
+            StatusCode::OK
+        };
+        if resp.status() != want {
+            return Err(format!("{} answered {}", self.url(meta), resp.status()));
+        }
+        let mut body = resp.into_body();
+        let mut got = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| e.to_string())?;
+            if let Ok(data) = frame.into_data() {
+                got += data.len() as u64;
+                metrics::counter!("swarmcast_edge_bytes_total", "source" => "http")
+                    .increment(data.len() as u64);
+                if events.send(HttpEvent::Data(req, data)).await.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        if from + got != meta.size {
+            return Err(format!("short body: {} of {} bytes", from + got, meta.size));
+        }
+        Ok(())
+    }
+}

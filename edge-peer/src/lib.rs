@@ -1,0 +1,122 @@
+//! # swarmcast-edge
+//!
+//! The native edge peer: a viewer with a local HLS endpoint that any native
+//! player plays, or (`--relay`) a relay node. A tokio [`driver`] runs the
+//! sans-IO swarm core (`swarmcast-swarm-core`), talks to the tracker
+//! (`swarmcast_tracker::client`), fetches over HTTP as the safety net
+//! ([`fetch`]) and serves verified segments locally ([`local`]).
+//!
+//! Status: the tracker, HTTP and local-player paths are wired; WebRTC data
+//! channels to neighbours are the next step (the core already decides what
+//! to request from and serve to them).
+//!
+//! **Invariant:** the local endpoint serves only segments whose SHA-256
+//! matched the origin's record.
+
+pub mod config;
+pub mod driver;
+pub mod error;
+pub mod fetch;
+pub mod local;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use swarmcast_proto::tracker::{ClientKind, Hello};
+use swarmcast_proto::{PeerId, RenditionId, StreamId};
+use swarmcast_swarm_core::{Core, CoreConfig};
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+pub use error::EdgeError;
+
+/// A started edge peer.
+#[derive(Debug)]
+pub struct Running {
+    /// The local endpoint's address.
+    pub addr: SocketAddr,
+    /// Resolves when the peer has stopped.
+    pub done: tokio::task::JoinHandle<()>,
+}
+
+/// Runs the edge peer until `shutdown`.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), EdgeError> {
+    let running = start(config, shutdown).await?;
+    let _ = running.done.await;
+    Ok(())
+}
+
+/// Starts the edge peer and returns once its local endpoint listens.
+pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Running, EdgeError> {
+    config.validate()?;
+    let stream =
+        StreamId::new(config.stream.as_str()).map_err(|e| EdgeError::Config(e.to_string()))?;
+    let rendition = RenditionId::new(config.rendition.as_str())
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let peer_id = PeerId::new(format!("edge-{:016x}", rand::random::<u64>()))
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    let mut core_cfg = if config.relay {
+        CoreConfig::relay()
+    } else {
+        CoreConfig::viewer(rendition)
+    };
+    core_cfg.playback_delay_ms = config.playback_delay_ms;
+    let core = Core::new(core_cfg, rand::random());
+    let hello = Hello {
+        token: config.token.clone(),
+        stream,
+        peer_id,
+        kind: if config.relay {
+            ClientKind::Relay
+        } else {
+            ClientKind::Native
+        },
+        upload_kbps: config.upload_kbps,
+        region: config.region.clone(),
+    };
+    let (tracker, tracker_events) = swarmcast_tracker::client::start(
+        swarmcast_tracker::client::ClientConfig::new(config.tracker.clone(), hello),
+        shutdown.clone(),
+    );
+    let cache = Arc::new(local::Cache::default());
+    let (player_tx, player_rx) = tokio::sync::mpsc::channel(64);
+    let local = Arc::new(local::Local {
+        cache: cache.clone(),
+        playlist_segments: config.playlist_segments,
+        events: player_tx,
+        metrics: swarmcast_svc::metrics_handle(),
+    });
+    let listener = swarmcast_svc::bind(config.listen, false).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| EdgeError::Config(e.to_string()))?;
+    if !config.relay {
+        println!(
+            "play: http://{addr}/live/{}/{}/index.m3u8",
+            config.stream, config.rendition
+        );
+    }
+    let driver = driver::Driver {
+        core,
+        fetcher: fetch::Fetcher::new(&config.origin),
+        cache,
+        tracker,
+    };
+    let drive = tokio::spawn(driver.run(tracker_events, player_rx, shutdown.clone()));
+    let router = local::router(local);
+    let done = tokio::spawn(async move {
+        swarmcast_svc::serve(
+            listener,
+            None,
+            router,
+            false,
+            shutdown.clone(),
+            Duration::from_secs(2),
+        )
+        .await;
+        shutdown.cancel();
+        let _ = drive.await;
+    });
+    Ok(Running { addr, done })
+}
