@@ -395,6 +395,11 @@ impl Core {
         if meta.size == 0 || meta.size > u64::from(swarmcast_proto::wire::MAX_SEGMENT_SIZE) {
             return;
         }
+        // A viewer keeps only its own rendition: it can neither play nor
+        // serve the others.
+        if !self.wants(&r) {
+            return;
+        }
         let window = self.cfg.window_segments;
         let deadline = now + self.cfg.playback_delay_ms;
         let by_seq = self.segs.entry(r).or_default();

@@ -674,6 +674,18 @@ fn the_window_keeps_the_newest_segments() {
 }
 
 #[test]
+fn a_viewer_ignores_renditions_it_does_not_play() {
+    let mut core = Core::new(viewer(), 1);
+    let (mut meta, _) = segment(0, 1000);
+    meta.id.rendition = RenditionId::new("720p").unwrap();
+    core.handle_published(0, meta, true);
+    assert!(core.poll_action().is_none());
+    core.handle_timeout(10_000);
+    assert_eq!(core.stats().late, 0);
+    assert!(core.window(&RenditionId::new("720p").unwrap()).is_empty());
+}
+
+#[test]
 fn the_player_position_pulls_deadlines_in() {
     let mut sim = Sim::new();
     sim.add("v", viewer(), Behaviour::Honest);
