@@ -63,6 +63,24 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_UPLOAD_KBPS", default_value_t = 10_000)]
     pub upload_kbps: u32,
 
+    /// Address the WebRTC UDP sockets bind; its IP is the host candidate
+    /// (127.0.0.1 keeps the swarm on this machine; use the host's address
+    /// or 0.0.0.0 in a real network).
+    #[arg(long, env = "SWARMCAST_UDP_BIND", default_value = "127.0.0.1:0")]
+    pub udp_bind: SocketAddr,
+
+    /// SO_RCVBUF/SO_SNDBUF of the WebRTC UDP sockets, bytes.
+    #[arg(long, env = "SWARMCAST_UDP_BUFFER", default_value_t = 4 * 1024 * 1024)]
+    pub udp_buffer: usize,
+
+    /// ICE connectivity-check interval, ms.
+    #[arg(long, env = "SWARMCAST_ICE_INTERVAL_MS", default_value_t = 20)]
+    pub ice_interval_ms: u64,
+
+    /// Most neighbours (data channels) at once.
+    #[arg(long, env = "SWARMCAST_MAX_PEERS", default_value_t = 8)]
+    pub max_peers: usize,
+
     /// Segments the local playlist lists.
     #[arg(long, env = "SWARMCAST_PLAYLIST_SEGMENTS", default_value_t = 6)]
     pub playlist_segments: usize,

@@ -2,9 +2,10 @@
 //! messages, HTTP progress and the player's requests, and carries out the
 //! core's actions. One task owns the core.
 //!
-//! Peer connections (WebRTC data channels) are not wired in yet: the core
-//! sees no neighbour, so every segment comes over HTTP at the last safe
-//! moment or at once when the tracker makes this peer a first fetcher.
+//! Neighbours are [`link`](crate::link) tasks (one WebRTC data channel
+//! each): the tracker introduces them (`peers`), their signalling goes
+//! through the tracker, their frames go to the core, and the core's sends
+//! and uploads go to them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +18,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use swarmcast_proto::PeerId;
+use swarmcast_proto::tracker::Signal;
+
 use crate::fetch::{Fetcher, HttpEvent};
+use crate::link::{self, BigBufRuntime, LinkCmd, LinkConfig, LinkEvent, LinkHandle};
 use crate::local::{Cache, PlayerEvent};
 
 /// Everything the driver owns.
@@ -31,6 +36,12 @@ pub struct Driver {
     pub cache: Arc<Cache>,
     /// The tracker.
     pub tracker: ClientHandle,
+    /// Settings of new links.
+    pub link_cfg: LinkConfig,
+    /// The webrtc runtime (big UDP buffers).
+    pub runtime: Arc<BigBufRuntime>,
+    /// Most neighbours at once.
+    pub max_links: usize,
 }
 
 impl Driver {
@@ -45,6 +56,8 @@ impl Driver {
         let now_ms = || epoch.elapsed().as_millis() as u64;
         let (http_tx, mut http_rx) = mpsc::channel::<HttpEvent>(256);
         let mut http_jobs: HashMap<u64, CancellationToken> = HashMap::new();
+        let (link_tx, mut link_rx) = mpsc::channel::<LinkEvent>(4096);
+        let mut links: HashMap<PeerId, LinkHandle> = HashMap::new();
         let mut report = tokio::time::interval(Duration::from_secs(2));
         let mut stats = StatsReport::default();
         let started = Instant::now();
@@ -62,7 +75,10 @@ impl Driver {
                 _ = shutdown.cancelled() => break,
                 ev = tracker_events.recv() => match ev {
                     None => break,
-                    Some(Event::Connected(_)) => info!("joined the tracker"),
+                    Some(Event::Connected(cfg)) => {
+                        info!("joined the tracker");
+                        self.link_cfg.ice_servers = cfg.ice_servers;
+                    }
                     Some(Event::Disconnected { reason, fatal }) => {
                         warn!(%reason, fatal, "tracker connection lost; HTTP keeps playback going");
                         if fatal {
@@ -71,7 +87,60 @@ impl Driver {
                     }
                     Some(Event::Message(ServerMsg::Segment { meta })) => self.core.handle_published(now_ms(), meta, false),
                     Some(Event::Message(ServerMsg::Fetch { meta })) => self.core.handle_published(now_ms(), meta, true),
-                    Some(Event::Message(other)) => debug!(?other, "tracker message not handled yet"),
+                    Some(Event::Message(ServerMsg::Peers { peers })) => {
+                        for p in peers {
+                            if !links.contains_key(&p.peer_id) && links.len() < self.max_links {
+                                let h = link::spawn(self.link_cfg.clone(), self.runtime.clone(), p.peer_id.clone(), p.initiator, link_tx.clone(), &shutdown);
+                                links.insert(p.peer_id, h);
+                            }
+                        }
+                    }
+                    Some(Event::Message(ServerMsg::Signal { from, signal })) => {
+                        if !links.contains_key(&from) && matches!(signal, Signal::Offer { .. }) && links.len() < self.max_links {
+                            let h = link::spawn(self.link_cfg.clone(), self.runtime.clone(), from.clone(), false, link_tx.clone(), &shutdown);
+                            links.insert(from.clone(), h);
+                        }
+                        if let Some(h) = links.get(&from) {
+                            let _ = h.tx.try_send(LinkCmd::Remote(signal));
+                        }
+                    }
+                    Some(Event::Message(ServerMsg::PeerLeft { peer_id })) => {
+                        if let Some(h) = links.get(&peer_id) {
+                            h.stop.cancel();
+                        }
+                    }
+                    Some(Event::Message(other)) => debug!(?other, "tracker message"),
+                },
+                ev = link_rx.recv() => match ev {
+                    None => break,
+                    Some(LinkEvent::Signal(to, signal)) => {
+                        let _ = self.tracker.send(ClientMsg::Signal { to, signal }).await;
+                    }
+                    Some(LinkEvent::Open(peer, took)) => {
+                        metrics::counter!("swarmcast_edge_links_opened_total").increment(1);
+                        metrics::counter!("swarmcast_edge_link_setup_ms_total").increment(took.as_millis() as u64);
+                        debug!(%peer, setup_ms = took.as_millis() as u64, "data channel open");
+                        self.core.handle_peer_up(now_ms(), peer);
+                    }
+                    Some(LinkEvent::Frame(peer, frame)) => {
+                        if let swarmcast_proto::wire::Frame::Chunk { data, .. } = &frame {
+                            metrics::counter!("swarmcast_edge_bytes_total", "source" => "p2p").increment(data.len() as u64);
+                        }
+                        self.core.handle_frame(now_ms(), &peer, frame);
+                    }
+                    Some(LinkEvent::BadFrame(peer, why)) => {
+                        debug!(%peer, %why, "bad frame");
+                    }
+                    Some(LinkEvent::UploadDone(peer, r, seq)) => self.core.handle_upload_done(now_ms(), &peer, r, seq),
+                    Some(LinkEvent::Closed(peer, why)) => {
+                        debug!(%peer, why, "link closed");
+                        links.remove(&peer);
+                        self.core.handle_peer_down(now_ms(), &peer);
+                        let _ = self.tracker.send(ClientMsg::PeerClosed { peer_id: peer }).await;
+                        if links.len() < self.max_links {
+                            let _ = self.tracker.send(ClientMsg::WantPeers { count: 1 }).await;
+                        }
+                    }
                 },
                 ev = http_rx.recv() => match ev {
                     Some(HttpEvent::Data(req, data)) => self.core.handle_http_data(now_ms(), req, &data),
@@ -143,19 +212,61 @@ impl Driver {
                             })
                             .await;
                     }
-                    Action::DropPeer { peer, .. } => {
+                    Action::DropPeer { peer, reason } => {
+                        warn!(%peer, ?reason, "dropping a neighbour");
                         metrics::counter!("swarmcast_edge_peers_dropped_total").increment(1);
-                        let _ = self
-                            .tracker
-                            .send(ClientMsg::PeerClosed { peer_id: peer })
-                            .await;
+                        if let Some(h) = links.get(&peer) {
+                            h.stop.cancel();
+                        }
                     }
-                    Action::Send { .. } | Action::Serve { .. } | Action::StopServing { .. } => {}
+                    Action::Send { peer, frame } => {
+                        if let Some(h) = links.get(&peer) {
+                            let _ = h.tx.try_send(LinkCmd::Send(frame));
+                        }
+                    }
+                    Action::Serve {
+                        peer,
+                        rendition,
+                        seq,
+                        data,
+                        from,
+                        to,
+                    } => {
+                        metrics::counter!("swarmcast_edge_uploaded_bytes_total")
+                            .increment(u64::from(to - from));
+                        match links.get(&peer) {
+                            Some(h)
+                                if h.tx
+                                    .try_send(LinkCmd::Serve {
+                                        rendition,
+                                        seq,
+                                        data,
+                                        from,
+                                        to,
+                                    })
+                                    .is_ok() => {}
+                            _ => self
+                                .core
+                                .handle_upload_done(now_ms(), &peer, rendition, seq),
+                        }
+                    }
+                    Action::StopServing {
+                        peer,
+                        rendition,
+                        seq,
+                    } => {
+                        if let Some(h) = links.get(&peer) {
+                            let _ = h.tx.try_send(LinkCmd::Stop { rendition, seq });
+                        }
+                    }
                 }
             }
         }
         for c in http_jobs.into_values() {
             c.cancel();
+        }
+        for h in links.into_values() {
+            h.stop.cancel();
         }
     }
 }

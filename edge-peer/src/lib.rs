@@ -6,10 +6,6 @@
 //! (`swarmcast_tracker::client`), fetches over HTTP as the safety net
 //! ([`fetch`]) and serves verified segments locally ([`local`]).
 //!
-//! Status: the tracker, HTTP and local-player paths are wired; WebRTC data
-//! channels to neighbours are the next step (the core already decides what
-//! to request from and serve to them).
-//!
 //! **Invariant:** the local endpoint serves only segments whose SHA-256
 //! matched the origin's record.
 
@@ -17,6 +13,7 @@ pub mod config;
 pub mod driver;
 pub mod error;
 pub mod fetch;
+pub mod link;
 pub mod local;
 
 use std::net::SocketAddr;
@@ -102,6 +99,14 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         fetcher: fetch::Fetcher::new(&config.origin),
         cache,
         tracker,
+        link_cfg: link::LinkConfig {
+            udp_bind: config.udp_bind,
+            udp_buffer: config.udp_buffer,
+            ice_interval: Duration::from_millis(config.ice_interval_ms),
+            ice_servers: Vec::new(),
+        },
+        runtime: Arc::new(link::BigBufRuntime::new(config.udp_buffer)),
+        max_links: config.max_peers,
     };
     let drive = tokio::spawn(driver.run(tracker_events, player_rx, shutdown.clone()));
     let router = local::router(local);

@@ -124,9 +124,13 @@ pub fn args_with_config_file(subcommand: bool) -> Result<Vec<OsString>, SvcError
 /// (default `info`), logs go to stderr so stdout stays for the
 /// `listening on` line.
 pub fn init_tracing() {
+    // The webrtc stack logs routine ICE/DTLS chatter at warn; keep it to
+    // errors unless asked for.
     let filter = std::env::var("SWARMCAST_LOG")
         .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
+        .unwrap_or_else(|_| {
+            "info,rtc=error,rtc_ice=error,rtc_dtls=error,rtc_sctp=error,webrtc=error".into()
+        });
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

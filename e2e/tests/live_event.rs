@@ -1,8 +1,9 @@
-//! A live event without WebRTC yet: origin (ffmpeg test source) → tracker →
-//! two edge peers. Each edge peer learns every segment from the tracker,
-//! fetches it over HTTP (at once when made a first fetcher, else at the
-//! last safe moment), checks it against the origin's hash, and serves it on
-//! its local HLS endpoint, which a real HLS client plays.
+//! A live event on loopback: origin (ffmpeg test source) → tracker → three
+//! edge peers joined by real WebRTC data channels. The tracker makes one
+//! first fetcher per segment; the others get it from the swarm (or over
+//! HTTP at the last safe moment). Every peer checks every segment against
+//! the origin's hash and serves it on its local HLS endpoint, which a real
+//! HLS client plays.
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
@@ -84,7 +85,7 @@ async fn edge_peers_serve_verified_live_segments_to_a_local_player() {
     );
     let origin_url = format!("http://{}", origin.1);
     let token = viewer_token();
-    let edges: Vec<Proc> = (0..2)
+    let edges: Vec<Proc> = (0..3)
         .map(|_| {
             Proc::start(
                 "swarmcast-edge",
@@ -194,28 +195,47 @@ async fn edge_peers_serve_verified_live_segments_to_a_local_player() {
         "ffmpeg could not play through the edge peer: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The tracker knows both viewers and what they hold; one first fetcher
-    // per segment was assigned.
-    let stats: serde_json::Value = serde_json::from_str(
-        &c.get(format!("http://{}/v1/streams/test/stats", tracker.1))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(stats["viewers"], 2, "{stats}");
+    // The tracker knows the three viewers and what they hold; one first
+    // fetcher per segment was assigned, and most media bytes came from
+    // peers (reported by the peers every 2 s).
+    let stats_url = format!("http://{}/v1/streams/test/stats", tracker.1);
+    let mut stats = serde_json::Value::Null;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        stats = serde_json::from_str(
+            &c.get(&stats_url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        if stats["offload"].as_f64().unwrap_or(0.0) > 0.5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(stats["viewers"], 3, "{stats}");
     assert!(
         stats["first_fetch_assigned"].as_u64().unwrap() >= 3,
         "{stats}"
     );
+    assert!(
+        stats["p2p_bytes"].as_u64().unwrap() > 0,
+        "no byte came from a peer: {stats}"
+    );
+    assert!(
+        stats["offload"].as_f64().unwrap() > 0.5,
+        "offload not above 50 %: {stats}"
+    );
+    assert_eq!(stats["stalls"], 0, "{stats}");
     let held = stats["segments"]
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["id"].as_str().unwrap().contains("/360p/") && s["holders"] == 2)
+        .filter(|s| s["id"].as_str().unwrap().contains("/360p/") && s["holders"] == 3)
         .count();
     assert!(held >= 3, "{stats}");
 }

@@ -1,0 +1,480 @@
+//! One neighbour: a WebRTC peer connection with one data channel
+//! (`swarmcast`, protocol `swarmcast/1`, ordered and reliable) carrying the
+//! peer wire frames of `swarmcast_proto::wire`.
+//!
+//! Each link is one task. It owns its peer connection and channel, speaks
+//! to the driver through two bounded queues ([`LinkCmd`] in, [`LinkEvent`]
+//! out), trickles ICE through the tracker, and paces uploads on the
+//! channel's outstanding bytes (at most [`HIGH_WATER`] in flight) so that
+//! memory does not grow with queued segments (the crate's send queue is
+//! unbounded by default).
+//!
+//! Facts this module relies on (docs/notes/webrtc-0.21.md): every UDP socket
+//! gets 4 MiB kernel buffers through [`BigBufRuntime`] (with the default
+//! ~208 KiB, loopback drops packets and each drop costs a ≥ 1 s SCTP
+//! retransmit); mDNS is off; host candidates come from the configured UDP
+//! bind address only.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rtc::ice::mdns::MulticastDnsMode;
+use rtc::ice::network_type::NetworkType;
+use swarmcast_proto::tracker::{IceServer, Signal};
+use swarmcast_proto::wire::Frame;
+use swarmcast_proto::{PeerId, RenditionId, Seq};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCIceServer, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+};
+use webrtc::runtime::{
+    AsyncInterval, AsyncTcpListener, AsyncTcpStream, AsyncUdpSocket, JoinHandle, Runtime,
+    TokioRuntime,
+};
+
+/// Bytes in flight on a channel before uploads wait.
+pub const HIGH_WATER: usize = 2 * 1024 * 1024;
+/// A link that has not opened its channel by then is given up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings shared by every link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Address the UDP sockets bind (its IP is the host candidate).
+    pub udp_bind: SocketAddr,
+    /// SO_RCVBUF / SO_SNDBUF for those sockets.
+    pub udp_buffer: usize,
+    /// ICE connectivity-check interval.
+    pub ice_interval: Duration,
+    /// STUN/TURN servers (from the tracker's welcome).
+    pub ice_servers: Vec<IceServer>,
+}
+
+/// Driver → link.
+#[derive(Debug)]
+pub enum LinkCmd {
+    /// A signal from the neighbour, relayed by the tracker.
+    Remote(Signal),
+    /// Send one frame.
+    Send(Frame),
+    /// Stream `data[from..to]` as chunk frames, then report `UploadDone`.
+    Serve {
+        /// Rendition.
+        rendition: RenditionId,
+        /// Sequence number.
+        seq: Seq,
+        /// The whole segment.
+        data: Bytes,
+        /// First byte.
+        from: u32,
+        /// One past the last byte.
+        to: u32,
+    },
+    /// Stop streaming a segment.
+    Stop {
+        /// Rendition.
+        rendition: RenditionId,
+        /// Sequence number.
+        seq: Seq,
+    },
+}
+
+/// Link → driver.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// A signal to relay to the neighbour through the tracker.
+    Signal(PeerId, Signal),
+    /// The data channel opened (setup took this long).
+    Open(PeerId, Duration),
+    /// A frame arrived.
+    Frame(PeerId, Frame),
+    /// Bytes arrived that are not a valid frame.
+    BadFrame(PeerId, String),
+    /// A `Serve` finished.
+    UploadDone(PeerId, RenditionId, Seq),
+    /// The link is gone (closed, failed, or never opened).
+    Closed(PeerId, &'static str),
+}
+
+/// The driver's end of a link.
+#[derive(Debug, Clone)]
+pub struct LinkHandle {
+    /// Commands to the link task.
+    pub tx: mpsc::Sender<LinkCmd>,
+    /// Stops the link task.
+    pub stop: CancellationToken,
+}
+
+/// tokio's runtime for the webrtc crate, except that every UDP socket gets
+/// bigger kernel buffers before tokio takes it over.
+#[derive(Debug)]
+pub struct BigBufRuntime {
+    inner: TokioRuntime,
+    bytes: usize,
+}
+
+impl BigBufRuntime {
+    /// Buffers of `bytes` (capped by `net.core.{r,w}mem_max`).
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            inner: TokioRuntime,
+            bytes,
+        }
+    }
+}
+
+type BoxFut = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+impl Runtime for BigBufRuntime {
+    fn spawn(&self, f: BoxFut) -> Box<dyn JoinHandle> {
+        self.inner.spawn(f)
+    }
+    fn spawn_reactor(&self, pool: usize, f: BoxFut) -> Box<dyn JoinHandle> {
+        self.inner.spawn_reactor(pool, f)
+    }
+    fn wrap_udp_socket(&self, sock: std::net::UdpSocket) -> io::Result<Arc<dyn AsyncUdpSocket>> {
+        let r = socket2::SockRef::from(&sock);
+        r.set_recv_buffer_size(self.bytes)?;
+        r.set_send_buffer_size(self.bytes)?;
+        self.inner.wrap_udp_socket(sock)
+    }
+    fn wrap_tcp_listener(&self, l: std::net::TcpListener) -> io::Result<Arc<dyn AsyncTcpListener>> {
+        self.inner.wrap_tcp_listener(l)
+    }
+    fn connect_tcp<'a>(
+        &'a self,
+        a: SocketAddr,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Arc<dyn AsyncTcpStream>>> + Send + 'a>> {
+        self.inner.connect_tcp(a)
+    }
+    fn resolve_host<'a>(
+        &'a self,
+        h: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Vec<SocketAddr>>> + Send + 'a>> {
+        self.inner.resolve_host(h)
+    }
+    fn now(&self) -> Instant {
+        self.inner.now()
+    }
+    fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.sleep(d)
+    }
+    fn interval(&self, p: Duration) -> Box<dyn AsyncInterval> {
+        self.inner.interval(p)
+    }
+    fn block_on(&self, f: Pin<Box<dyn Future<Output = ()> + '_>>) {
+        self.inner.block_on(f)
+    }
+    fn yield_now(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        self.inner.yield_now()
+    }
+    fn name(&self) -> &'static str {
+        "tokio+bigbuf"
+    }
+}
+
+enum PcEvent {
+    Candidate(Signal),
+    GatheringComplete,
+    State(RTCPeerConnectionState),
+    Channel(Arc<dyn DataChannel>),
+}
+
+/// Forwards the connection's callbacks to the link task; never blocks.
+struct Handler(mpsc::UnboundedSender<PcEvent>);
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, ev: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = ev.candidate.to_json() {
+            let _ = self.0.send(PcEvent::Candidate(Signal::Candidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_mline_index: init.sdp_mline_index,
+            }));
+        }
+    }
+    async fn on_ice_gathering_state_change(&self, s: RTCIceGatheringState) {
+        if s == RTCIceGatheringState::Complete {
+            let _ = self.0.send(PcEvent::GatheringComplete);
+        }
+    }
+    async fn on_connection_state_change(&self, s: RTCPeerConnectionState) {
+        let _ = self.0.send(PcEvent::State(s));
+    }
+    async fn on_data_channel(&self, dc: Arc<dyn DataChannel>) {
+        let _ = self.0.send(PcEvent::Channel(dc));
+    }
+}
+
+struct Upload {
+    rendition: RenditionId,
+    seq: Seq,
+    data: Bytes,
+    next: usize,
+    to: usize,
+}
+
+/// Starts a link to `peer`. The initiator creates the channel and sends the
+/// offer; the other side waits for it.
+pub fn spawn(
+    cfg: LinkConfig,
+    runtime: Arc<BigBufRuntime>,
+    peer: PeerId,
+    initiator: bool,
+    events: mpsc::Sender<LinkEvent>,
+    shutdown: &CancellationToken,
+) -> LinkHandle {
+    let (tx, rx) = mpsc::channel(256);
+    let stop = shutdown.child_token();
+    let handle = LinkHandle {
+        tx,
+        stop: stop.clone(),
+    };
+    let span = tracing::info_span!("link", peer = %peer, initiator);
+    tokio::spawn(tracing::Instrument::instrument(
+        async move {
+            let reason = match run(cfg, runtime, peer.clone(), initiator, rx, &events, stop).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e, "link failed");
+                    "failed"
+                }
+            };
+            let _ = events.send(LinkEvent::Closed(peer, reason)).await;
+        },
+        span,
+    ));
+    handle
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+async fn build(
+    cfg: &LinkConfig,
+    runtime: Arc<BigBufRuntime>,
+) -> Res<(Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<PcEvent>)> {
+    let se = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_network_types(vec![NetworkType::Udp4])
+        .with_ice_connection_attempts(Some(cfg.ice_interval), None);
+    let servers: Vec<RTCIceServer> = cfg
+        .ice_servers
+        .iter()
+        .map(|s| RTCIceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone().unwrap_or_default(),
+            credential: s.credential.clone().unwrap_or_default(),
+        })
+        .collect();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pc = PeerConnectionBuilder::new()
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_ice_servers(servers)
+                .build(),
+        )
+        .with_setting_engine(se.build())
+        .with_runtime(runtime)
+        .with_handler(Arc::new(Handler(tx)))
+        .with_udp_addrs(vec![cfg.udp_bind.to_string()])
+        .build()
+        .await?;
+    Ok((Arc::new(pc), rx))
+}
+
+async fn add_candidate(pc: &Arc<dyn PeerConnection>, s: Signal) -> Res<()> {
+    let init = match s {
+        Signal::Candidate {
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+        } => RTCIceCandidateInit {
+            candidate,
+            sdp_mid,
+            sdp_mline_index,
+            ..Default::default()
+        },
+        _ => RTCIceCandidateInit::default(),
+    };
+    pc.add_ice_candidate(init).await?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_lines)]
+async fn run(
+    cfg: LinkConfig,
+    runtime: Arc<BigBufRuntime>,
+    peer: PeerId,
+    initiator: bool,
+    mut cmds: mpsc::Receiver<LinkCmd>,
+    events: &mpsc::Sender<LinkEvent>,
+    stop: CancellationToken,
+) -> Res<&'static str> {
+    let started = Instant::now();
+    let (pc, mut pc_events) = build(&cfg, runtime).await?;
+    let mut dc: Option<Arc<dyn DataChannel>> = None;
+    let mut remote_set = false;
+    let mut early: Vec<Signal> = Vec::new();
+    if initiator {
+        let ch = pc
+            .create_data_channel(
+                "swarmcast",
+                Some(RTCDataChannelInit {
+                    protocol: "swarmcast/1".into(),
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        dc = Some(ch);
+        let offer = pc.create_offer(None).await?;
+        pc.set_local_description(offer).await?;
+        let sdp = pc.local_description().await.ok_or("no local offer")?.sdp;
+        events
+            .send(LinkEvent::Signal(peer.clone(), Signal::Offer { sdp }))
+            .await?;
+    }
+    let mut open = false;
+    let mut uploads: VecDeque<Upload> = VecDeque::new();
+    let setup = tokio::time::sleep(SETUP_TIMEOUT);
+    tokio::pin!(setup);
+    let result: &'static str = loop {
+        // Upload pacing: keep at most HIGH_WATER bytes in flight.
+        if open && !uploads.is_empty() {
+            if let Some(ch) = &dc {
+                let mut out = ch.outstanding_bytes().await?;
+                while out < HIGH_WATER {
+                    let Some(u) = uploads.front_mut() else { break };
+                    let end = (u.next + swarmcast_proto::wire::MAX_CHUNK_DATA).min(u.to);
+                    let frame = Frame::Chunk {
+                        rendition: u.rendition,
+                        seq: u.seq,
+                        offset: u.next as u32,
+                        total: u.data.len() as u32,
+                        data: u.data.slice(u.next..end),
+                    };
+                    let mut buf = BytesMut::with_capacity(frame.encoded_len());
+                    frame.encode_into(&mut buf)?;
+                    out += buf.len();
+                    ch.send(buf).await?;
+                    u.next = end;
+                    if u.next >= u.to {
+                        if let Some(done) = uploads.pop_front() {
+                            events
+                                .send(LinkEvent::UploadDone(
+                                    peer.clone(),
+                                    done.rendition,
+                                    done.seq,
+                                ))
+                                .await?;
+                        }
+                    }
+                }
+            }
+        }
+        let waiting = open && !uploads.is_empty();
+        tokio::select! {
+            _ = stop.cancelled() => break "closed by us",
+            _ = &mut setup, if !open => break "setup timed out",
+            _ = tokio::time::sleep(Duration::from_millis(10)), if waiting => {}
+            ev = pc_events.recv() => match ev {
+                None => break "connection gone",
+                Some(PcEvent::Candidate(c)) => events.send(LinkEvent::Signal(peer.clone(), c)).await?,
+                Some(PcEvent::GatheringComplete) => events.send(LinkEvent::Signal(peer.clone(), Signal::EndOfCandidates)).await?,
+                Some(PcEvent::State(s)) => match s {
+                    RTCPeerConnectionState::Failed => break "connection failed",
+                    RTCPeerConnectionState::Closed => break "connection closed",
+                    _ => {}
+                },
+                Some(PcEvent::Channel(ch)) => {
+                    if dc.is_none() {
+                        dc = Some(ch);
+                    }
+                }
+            },
+            ev = async { match &dc { Some(ch) => ch.poll().await, None => std::future::pending().await } } => match ev {
+                None => break "channel closed",
+                Some(DataChannelEvent::OnOpen) => {
+                    open = true;
+                    if let Some(ch) = &dc {
+                        ch.set_buffered_amount_low_threshold((HIGH_WATER / 2) as u32).await?;
+                    }
+                    events.send(LinkEvent::Open(peer.clone(), started.elapsed())).await?;
+                }
+                Some(DataChannelEvent::OnMessage(m)) => {
+                    let data = Bytes::from(m.data);
+                    let len = data.len();
+                    match Frame::decode(data) {
+                        Ok(f) => events.send(LinkEvent::Frame(peer.clone(), f)).await?,
+                        Err(e) => {
+                            metrics::counter!("swarmcast_edge_bad_frames_total").increment(1);
+                            events.send(LinkEvent::BadFrame(peer.clone(), format!("{e} ({len} bytes)"))).await?;
+                        }
+                    }
+                }
+                Some(DataChannelEvent::OnClose) => break "channel closed",
+                Some(_) => {}
+            },
+            cmd = cmds.recv() => match cmd {
+                None => break "driver gone",
+                Some(LinkCmd::Remote(Signal::Offer { sdp })) if !initiator && !remote_set => {
+                    pc.set_remote_description(RTCSessionDescription::offer(sdp)?).await?;
+                    remote_set = true;
+                    let answer = pc.create_answer(None).await?;
+                    pc.set_local_description(answer).await?;
+                    let sdp = pc.local_description().await.ok_or("no local answer")?.sdp;
+                    events.send(LinkEvent::Signal(peer.clone(), Signal::Answer { sdp })).await?;
+                    for c in early.drain(..) {
+                        add_candidate(&pc, c).await?;
+                    }
+                }
+                Some(LinkCmd::Remote(Signal::Answer { sdp })) if initiator && !remote_set => {
+                    pc.set_remote_description(RTCSessionDescription::answer(sdp)?).await?;
+                    remote_set = true;
+                    for c in early.drain(..) {
+                        add_candidate(&pc, c).await?;
+                    }
+                }
+                Some(LinkCmd::Remote(c @ (Signal::Candidate { .. } | Signal::EndOfCandidates))) => {
+                    if remote_set {
+                        if let Err(e) = add_candidate(&pc, c).await {
+                            debug!(error = %e, "remote candidate refused");
+                        }
+                    } else if early.len() < 64 {
+                        early.push(c);
+                    }
+                }
+                Some(LinkCmd::Remote(other)) => warn!(?other, "unexpected signal"),
+                Some(LinkCmd::Send(frame)) => {
+                    if let (true, Some(ch)) = (open, &dc) {
+                        let mut buf = BytesMut::with_capacity(frame.encoded_len());
+                        frame.encode_into(&mut buf)?;
+                        ch.send(buf).await?;
+                    }
+                }
+                Some(LinkCmd::Serve { rendition, seq, data, from, to }) => {
+                    let (from, to) = (from as usize, (to as usize).min(data.len()));
+                    if from < to {
+                        uploads.push_back(Upload { rendition, seq, data, next: from, to });
+                    } else {
+                        events.send(LinkEvent::UploadDone(peer.clone(), rendition, seq)).await?;
+                    }
+                }
+                Some(LinkCmd::Stop { rendition, seq }) => uploads.retain(|u| !(u.rendition == rendition && u.seq == seq)),
+            },
+        }
+    };
+    let _ = pc.close().await;
+    Ok(result)
+}
