@@ -171,6 +171,12 @@ impl Driver {
                         stats.startup_ms = Some(started.elapsed().as_millis() as u64);
                     }
                     let _ = self.tracker.send(ClientMsg::Stats(stats.clone())).await;
+                    metrics::counter!("swarmcast_edge_late_segments_total").absolute(s.late);
+                    metrics::counter!("swarmcast_edge_hash_failures_total").absolute(s.hash_failures);
+                    metrics::counter!("swarmcast_edge_slow_transfers_total").absolute(s.slow_transfers);
+                    metrics::counter!("swarmcast_edge_rejected_requests_total").absolute(s.rejected_requests);
+                    metrics::counter!("swarmcast_edge_protocol_errors_total").absolute(s.protocol_errors);
+                    metrics::gauge!("swarmcast_edge_neighbours").set(links.len() as f64);
                 }
             }
             while let Some(action) = self.core.poll_action() {
