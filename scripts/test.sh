@@ -20,4 +20,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
 
+# The end-to-end tests (e2e/) start every service binary: build them all first
+# (cargo test builds only the binaries of packages that have their own tests).
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
