@@ -42,6 +42,11 @@ pub struct Driver {
     pub runtime: Arc<BigBufRuntime>,
     /// Most neighbours at once.
     pub max_links: usize,
+    /// The stream.
+    pub stream: swarmcast_proto::StreamId,
+    /// Renditions whose origin index is polled while the tracker is away
+    /// (a relay adds every rendition it hears of).
+    pub renditions: std::collections::BTreeSet<swarmcast_proto::RenditionId>,
 }
 
 impl Driver {
@@ -59,6 +64,11 @@ impl Driver {
         let (link_tx, mut link_rx) = mpsc::channel::<LinkEvent>(4096);
         let mut links: HashMap<PeerId, LinkHandle> = HashMap::new();
         let mut report = tokio::time::interval(Duration::from_secs(2));
+        // While the tracker is away, the origin's index tells what exists.
+        let mut index_poll = tokio::time::interval(Duration::from_secs(2));
+        index_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (index_tx, mut index_rx) = mpsc::channel::<swarmcast_proto::RenditionIndex>(16);
+        let mut tracker_up = false;
         let mut stats = StatsReport::default();
         let started = Instant::now();
         loop {
@@ -77,16 +87,24 @@ impl Driver {
                     None => break,
                     Some(Event::Connected(cfg)) => {
                         info!("joined the tracker");
+                        tracker_up = true;
                         self.link_cfg.ice_servers = cfg.ice_servers;
                     }
                     Some(Event::Disconnected { reason, fatal }) => {
-                        warn!(%reason, fatal, "tracker connection lost; HTTP keeps playback going");
+                        warn!(%reason, fatal, "tracker connection lost; the origin's index and HTTP keep playback going");
+                        tracker_up = false;
                         if fatal {
                             break;
                         }
                     }
-                    Some(Event::Message(ServerMsg::Segment { meta })) => self.core.handle_published(now_ms(), meta, false),
-                    Some(Event::Message(ServerMsg::Fetch { meta })) => self.core.handle_published(now_ms(), meta, true),
+                    Some(Event::Message(ServerMsg::Segment { meta })) => {
+                        self.renditions.insert(meta.id.rendition);
+                        self.core.handle_published(now_ms(), meta, false);
+                    }
+                    Some(Event::Message(ServerMsg::Fetch { meta })) => {
+                        self.renditions.insert(meta.id.rendition);
+                        self.core.handle_published(now_ms(), meta, true);
+                    }
                     Some(Event::Message(ServerMsg::Peers { peers })) => {
                         for p in peers {
                             if !links.contains_key(&p.peer_id) && links.len() < self.max_links {
@@ -161,6 +179,27 @@ impl Driver {
                     self.core.handle_playhead(now, seq, now);
                 },
                 _ = sleep => self.core.handle_timeout(now_ms()),
+                _ = index_poll.tick(), if !tracker_up => {
+                    for r in &self.renditions {
+                        let (fetcher, stream, r, tx) = (self.fetcher.clone(), self.stream.clone(), *r, index_tx.clone());
+                        tokio::spawn(async move {
+                            match fetcher.index(&stream, &r).await {
+                                Ok(index) => {
+                                    let _ = tx.send(index).await;
+                                }
+                                Err(e) => debug!(error = %e, "origin index unavailable"),
+                            }
+                        });
+                    }
+                }
+                index = index_rx.recv() => if let Some(index) = index {
+                    // Only the newest few: older ones are past their use.
+                    let now = now_ms();
+                    let n = index.segments.len();
+                    for meta in index.segments.into_iter().skip(n.saturating_sub(3)) {
+                        self.core.handle_published(now, meta, false);
+                    }
+                },
                 _ = report.tick() => {
                     let s = self.core.stats();
                     stats.http_bytes = s.http_bytes;

@@ -49,6 +49,38 @@ impl Fetcher {
         )
     }
 
+    /// The origin's JSON index of a rendition (hashes from the origin
+    /// itself): what keeps playback going while the tracker is away.
+    pub async fn index(
+        &self,
+        stream: &swarmcast_proto::StreamId,
+        rendition: &swarmcast_proto::RenditionId,
+    ) -> Result<swarmcast_proto::RenditionIndex, String> {
+        let url = format!("{}/live/{stream}/{rendition}/index.json", self.base);
+        let request = hyper::Request::get(&url)
+            .body(Empty::new())
+            .map_err(|e| e.to_string())?;
+        let resp = self
+            .client
+            .request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if resp.status() != StatusCode::OK {
+            return Err(format!("{url} answered {}", resp.status()));
+        }
+        let body = http_body_util::Limited::new(resp.into_body(), 1 << 20)
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        let index: swarmcast_proto::RenditionIndex =
+            serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+        if index.stream != *stream || index.rendition != *rendition {
+            return Err(format!("{url} describes another rendition"));
+        }
+        Ok(index)
+    }
+
     /// Fetches `meta` from byte `from`, reporting to `events` as request
     /// `req`, until done, failed or `cancel`.
     pub async fn fetch(

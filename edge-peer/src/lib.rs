@@ -60,6 +60,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     };
     core_cfg.playback_delay_ms = config.playback_delay_ms;
     let core = Core::new(core_cfg, rand::random());
+    let hello_stream = stream.clone();
     let hello = Hello {
         token: config.token.clone(),
         stream,
@@ -107,6 +108,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         },
         runtime: Arc::new(link::BigBufRuntime::new(config.udp_buffer)),
         max_links: config.max_peers,
+        stream: hello_stream,
+        renditions: if config.relay {
+            Default::default()
+        } else {
+            [rendition].into_iter().collect()
+        },
     };
     let drive = tokio::spawn(driver.run(tracker_events, player_rx, shutdown.clone()));
     let router = local::router(local);
