@@ -81,6 +81,11 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_MAX_PEERS", default_value_t = 8)]
     pub max_peers: usize,
 
+    /// Test aid, never for production: corrupt every chunk this peer uploads
+    /// (its neighbours must detect it by hash, drop it and report it).
+    #[arg(long, env = "SWARMCAST_CORRUPT_UPLOADS")]
+    pub corrupt_uploads: bool,
+
     /// Segments the local playlist lists.
     #[arg(long, env = "SWARMCAST_PLAYLIST_SEGMENTS", default_value_t = 6)]
     pub playlist_segments: usize,

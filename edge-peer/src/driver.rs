@@ -260,6 +260,24 @@ impl Driver {
                     Action::DropPeer { peer, reason } => {
                         warn!(%peer, ?reason, "dropping a neighbour");
                         metrics::counter!("swarmcast_edge_peers_dropped_total").increment(1);
+                        let why = match reason {
+                            swarmcast_swarm_core::DropReason::HashMismatch => {
+                                swarmcast_proto::tracker::ReportReason::HashMismatch
+                            }
+                            swarmcast_swarm_core::DropReason::Protocol => {
+                                swarmcast_proto::tracker::ReportReason::Protocol
+                            }
+                            swarmcast_swarm_core::DropReason::RequestFlood => {
+                                swarmcast_proto::tracker::ReportReason::Flood
+                            }
+                        };
+                        let _ = self
+                            .tracker
+                            .send(ClientMsg::ReportPeer {
+                                peer_id: peer.clone(),
+                                reason: why,
+                            })
+                            .await;
                         if let Some(h) = links.get(&peer) {
                             h.stop.cancel();
                         }

@@ -105,6 +105,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             udp_buffer: config.udp_buffer,
             ice_interval: Duration::from_millis(config.ice_interval_ms),
             ice_servers: Vec::new(),
+            corrupt_uploads: config.corrupt_uploads,
         },
         runtime: Arc::new(link::BigBufRuntime::new(config.udp_buffer)),
         max_links: config.max_peers,

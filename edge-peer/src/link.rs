@@ -59,6 +59,8 @@ pub struct LinkConfig {
     pub ice_interval: Duration,
     /// STUN/TURN servers (from the tracker's welcome).
     pub ice_servers: Vec<IceServer>,
+    /// Test aid: flip the first byte of every chunk uploaded.
+    pub corrupt_uploads: bool,
 }
 
 /// Driver → link.
@@ -357,12 +359,18 @@ async fn run(
                 while out < HIGH_WATER {
                     let Some(u) = uploads.front_mut() else { break };
                     let end = (u.next + swarmcast_proto::wire::MAX_CHUNK_DATA).min(u.to);
+                    let mut data = u.data.slice(u.next..end);
+                    if cfg.corrupt_uploads {
+                        let mut bad = data.to_vec();
+                        bad[0] ^= 0xff;
+                        data = Bytes::from(bad);
+                    }
                     let frame = Frame::Chunk {
                         rendition: u.rendition,
                         seq: u.seq,
                         offset: u.next as u32,
                         total: u.data.len() as u32,
-                        data: u.data.slice(u.next..end),
+                        data,
                     };
                     let mut buf = BytesMut::with_capacity(frame.encoded_len());
                     frame.encode_into(&mut buf)?;

@@ -101,6 +101,29 @@ pub enum Signal {
     EndOfCandidates,
 }
 
+/// Why a peer reports a neighbour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportReason {
+    /// It sent bytes whose SHA-256 differs from the origin's.
+    HashMismatch,
+    /// It broke the peer wire protocol.
+    Protocol,
+    /// It flooded the reporter with requests.
+    Flood,
+}
+
+impl ReportReason {
+    /// The reason's wire name (also a metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportReason::HashMismatch => "hash_mismatch",
+            ReportReason::Protocol => "protocol",
+            ReportReason::Flood => "flood",
+        }
+    }
+}
+
 /// Counters a viewer reports; totals since the session started.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsReport {
@@ -166,6 +189,13 @@ pub enum ClientMsg {
     PeerClosed {
         /// The neighbour.
         peer_id: PeerId,
+    },
+    /// A neighbour misbehaved; the reporter has dropped it.
+    ReportPeer {
+        /// The neighbour.
+        peer_id: PeerId,
+        /// What it did.
+        reason: ReportReason,
     },
     /// Relay a signal to another peer of the same swarm.
     Signal {
@@ -449,6 +479,7 @@ impl ClientMsg {
             ClientMsg::Signal { signal, .. } => check_signal(signal),
             ClientMsg::WantPeers { .. }
             | ClientMsg::PeerClosed { .. }
+            | ClientMsg::ReportPeer { .. }
             | ClientMsg::Publish { .. }
             | ClientMsg::Stats(_)
             | ClientMsg::Ping { .. }
@@ -465,6 +496,7 @@ impl ClientMsg {
             ClientMsg::HaveMap { .. } => "have_map",
             ClientMsg::WantPeers { .. } => "want_peers",
             ClientMsg::PeerClosed { .. } => "peer_closed",
+            ClientMsg::ReportPeer { .. } => "report_peer",
             ClientMsg::Signal { .. } => "signal",
             ClientMsg::Publish { .. } => "publish",
             ClientMsg::Stats(_) => "stats",

@@ -190,6 +190,10 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
         any::<u16>().prop_map(|count| ClientMsg::WantPeers { count }),
         (peer(), signal()).prop_map(|(to, signal)| ClientMsg::Signal { to, signal }),
         peer().prop_map(|peer_id| ClientMsg::PeerClosed { peer_id }),
+        peer().prop_map(|peer_id| ClientMsg::ReportPeer {
+            peer_id,
+            reason: swarmcast_proto::tracker::ReportReason::HashMismatch
+        }),
         meta().prop_map(|meta| ClientMsg::Publish { meta }),
         (
             any::<[u64; 5]>(),

@@ -303,6 +303,7 @@ fn tracker() {
         "have_map",
         "want_peers",
         "peer_closed",
+        "report_peer",
         "publish",
         "stats",
         "ping",

@@ -587,6 +587,14 @@ fn export_counters(
         }
         refused_seen.insert(code, n);
     }
+    for (reason, &n) in &c.reports {
+        let before = last.reports.get(reason).copied().unwrap_or(0);
+        if n > before {
+            metrics::counter!("swarmcast_tracker_peer_reports_total", "reason" => *reason)
+                .increment(n - before);
+            tracing::warn!(reason, "a peer was reported for misbehaving");
+        }
+    }
     *last = c.clone();
 }
 

@@ -125,6 +125,8 @@ pub struct Counters {
     pub first_fetch_replaced: u64,
     /// Signals relayed.
     pub signals_relayed: u64,
+    /// Misbehaving peers reported, by reason.
+    pub reports: BTreeMap<&'static str, u64>,
     /// Messages refused, by error code.
     pub refused: BTreeMap<&'static str, u64>,
 }
@@ -448,6 +450,19 @@ impl Swarm {
                 }
             }
             ClientMsg::PeerClosed { peer_id } => {
+                if let Some(&other) = self.by_id.get(&peer_id) {
+                    if let Some(p) = self.peer_mut(slot) {
+                        p.neighbours.retain(|&x| x != other);
+                    }
+                    if let Some(p) = self.peer_mut(other) {
+                        p.neighbours.retain(|&x| x != slot);
+                    }
+                }
+            }
+            ClientMsg::ReportPeer { peer_id, reason } => {
+                // Counted (and logged by the shell); the reporter has dropped
+                // the peer already, and the neighbour relation goes with it.
+                *self.counters.reports.entry(reason.as_str()).or_default() += 1;
                 if let Some(&other) = self.by_id.get(&peer_id) {
                     if let Some(p) = self.peer_mut(slot) {
                         p.neighbours.retain(|&x| x != other);

@@ -1,0 +1,211 @@
+//! A malicious edge peer that corrupts every chunk it uploads: its
+//! neighbours detect it by hash, drop it and report it to the tracker;
+//! nobody plays or relays its bytes, and playback goes on.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use swarmcast_proto::{Claims, RenditionIndex, Role, StreamId, TokenKey};
+
+const SECRET: &str = "e2e-edge-secret-0123456789abcdef";
+
+struct Proc(Child, String);
+
+impl Proc {
+    fn start(name: &str, args: &[&str], secret: bool) -> Proc {
+        let mut cmd = Command::new(swarmcast_e2e::bin(name));
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if secret {
+            cmd.args(["--token-secret", SECRET]);
+        }
+        let mut child = cmd
+            .args(args)
+            .env("SWARMCAST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the service printed its address")
+                .unwrap();
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                break a.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Proc(child, addr)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn viewer_token() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    TokenKey::new(SECRET.as_bytes()).sign(&Claims {
+        stream: StreamId::new("test").unwrap(),
+        role: Role::Viewer,
+        expires_at: exp,
+    })
+}
+
+async fn metric(c: &reqwest::Client, addr: &str, name: &str) -> f64 {
+    let text = c
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_chunks_are_caught_dropped_and_reported() {
+    let tracker = Proc::start(
+        "swarmcast-tracker",
+        &["--min-first-fetchers", "1", "--max-first-fetchers", "1"],
+        true,
+    );
+    let ws = format!("ws://{}/v1/ws", tracker.1);
+    let origin = Proc::start(
+        "swarmcast-origin",
+        &[
+            "--test-source",
+            "--test-source-renditions",
+            "360p",
+            "--tracker",
+            &ws,
+        ],
+        true,
+    );
+    let origin_url = format!("http://{}", origin.1);
+    let token = viewer_token();
+    let edge = |extra: &[&str]| {
+        let mut args = vec![
+            "--tracker",
+            &ws,
+            "--origin",
+            &origin_url,
+            "--stream",
+            "test",
+            "--rendition",
+            "360p",
+            "--token",
+            &token,
+            "--playback-delay-ms",
+            "3000",
+        ];
+        args.extend_from_slice(extra);
+        Proc::start("swarmcast-edge", &args, false)
+    };
+    // The evil peer offers the most upload capacity, so the tracker makes it
+    // a first fetcher often and the others fetch from it.
+    let evil = edge(&["--corrupt-uploads", "--upload-kbps", "1000000"]);
+    let honest = [
+        edge(&["--upload-kbps", "1000"]),
+        edge(&["--upload-kbps", "1000"]),
+    ];
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    // Wait until an honest peer has caught a corrupted segment.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "no hash failure was detected");
+        let mut failures = 0.0;
+        for h in &honest {
+            failures += metric(&c, &h.1, "swarmcast_edge_hash_failures_total").await;
+        }
+        if failures >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let mut dropped = 0.0;
+    for h in &honest {
+        dropped += metric(&c, &h.1, "swarmcast_edge_peers_dropped_total").await;
+    }
+    assert!(dropped >= 1.0, "the corrupting neighbour was not dropped");
+    // The tracker got the report.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(
+        &c,
+        &tracker.1,
+        "swarmcast_tracker_peer_reports_total{reason=\"hash_mismatch\"}",
+    )
+    .await
+        < 1.0
+    {
+        assert!(Instant::now() < deadline, "no report reached the tracker");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // Every segment the honest peers serve is the origin's, and they keep
+    // advancing.
+    for h in &honest {
+        let url = format!("http://{}/live/test/360p/index.m3u8", h.1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let seqs: Vec<u64> = loop {
+            let pl = c.get(&url).send().await.unwrap().text().await.unwrap();
+            let seqs: Vec<u64> = pl
+                .lines()
+                .filter_map(|l| l.strip_suffix(".ts")?.parse().ok())
+                .collect();
+            if seqs.len() >= 3 {
+                break seqs;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "honest peer {} stopped advancing: {pl}",
+                h.1
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        let index: RenditionIndex = serde_json::from_str(
+            &c.get(format!("{origin_url}/live/test/360p/index.json"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        for seq in seqs {
+            let Some(meta) = index.segments.iter().find(|m| m.id.seq == seq) else {
+                continue;
+            };
+            let bytes = c
+                .get(format!("http://{}/live/test/360p/{seq}.ts", h.1))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert!(
+                meta.matches(&bytes),
+                "honest peer {} serves corrupted segment {seq}",
+                h.1
+            );
+        }
+    }
+    drop(evil);
+}
