@@ -1,0 +1,174 @@
+//! An edge peer killed in the middle of a live event: its neighbours lose
+//! the transfers it was serving and finish them from someone else or over
+//! HTTP before their deadlines; nobody stalls.
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use swarmcast_proto::{Claims, RenditionIndex, Role, StreamId, TokenKey};
+
+const SECRET: &str = "e2e-edge-secret-0123456789abcdef";
+
+struct Proc(Child, String);
+
+impl Proc {
+    fn start(name: &str, args: &[&str], secret: bool) -> Proc {
+        let mut cmd = Command::new(swarmcast_e2e::bin(name));
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if secret {
+            cmd.args(["--token-secret", SECRET]);
+        }
+        let mut child = cmd
+            .args(args)
+            .env("SWARMCAST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("the service printed its address")
+                .unwrap();
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                break a.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Proc(child, addr)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn viewer_token() -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    TokenKey::new(SECRET.as_bytes()).sign(&Claims {
+        stream: StreamId::new("test").unwrap(),
+        role: Role::Viewer,
+        expires_at: exp,
+    })
+}
+
+async fn metric(c: &reqwest::Client, addr: &str, name: &str) -> f64 {
+    let text = c
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+async fn newest(c: &reqwest::Client, addr: &str) -> Option<u64> {
+    let pl = c
+        .get(format!("http://{addr}/live/test/360p/index.m3u8"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    pl.lines()
+        .filter_map(|l| l.strip_suffix(".ts")?.parse().ok())
+        .last()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_peer_costs_its_neighbours_no_stall() {
+    let tracker = Proc::start(
+        "swarmcast-tracker",
+        &["--min-first-fetchers", "1", "--max-first-fetchers", "1"],
+        true,
+    );
+    let ws = format!("ws://{}/v1/ws", tracker.1);
+    let origin = Proc::start(
+        "swarmcast-origin",
+        &[
+            "--test-source",
+            "--test-source-renditions",
+            "360p",
+            "--tracker",
+            &ws,
+        ],
+        true,
+    );
+    let origin_url = format!("http://{}", origin.1);
+    let token = viewer_token();
+    let edge = |up: &str| {
+        Proc::start(
+            "swarmcast-edge",
+            &[
+                "--tracker",
+                &ws,
+                "--origin",
+                &origin_url,
+                "--stream",
+                "test",
+                "--rendition",
+                "360p",
+                "--token",
+                &token,
+                "--playback-delay-ms",
+                "3000",
+                "--upload-kbps",
+                up,
+            ],
+            false,
+        )
+    };
+    // The victim has the most capacity: it is the swarm's usual first
+    // fetcher and source.
+    let victim = edge("1000000");
+    let others = [edge("1000"), edge("1000")];
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for o in &others {
+        while newest(&c, &o.1).await.is_none_or(|s| s < 2) {
+            assert!(Instant::now() < deadline, "edge {} never played", o.1);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    // Kill it (SIGKILL: no goodbye) right after a publish, mid-transfer.
+    drop(victim);
+    let mut last = Vec::new();
+    for o in &others {
+        last.push(newest(&c, &o.1).await.unwrap_or(0));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (o, l) in others.iter().zip(last) {
+        while newest(&c, &o.1).await.is_none_or(|s| s < l + 3) {
+            assert!(
+                Instant::now() < deadline,
+                "edge {} stopped advancing after its neighbour died",
+                o.1
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        assert_eq!(
+            metric(&c, &o.1, "swarmcast_edge_late_segments_total").await,
+            0.0,
+            "edge {} missed a deadline",
+            o.1
+        );
+    }
+}
