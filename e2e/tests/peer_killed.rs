@@ -7,7 +7,7 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use swarmcast_proto::{Claims, RenditionIndex, Role, StreamId, TokenKey};
+use swarmcast_proto::{Claims, Role, StreamId, TokenKey};
 
 const SECRET: &str = "e2e-edge-secret-0123456789abcdef";
 
@@ -87,7 +87,7 @@ async fn newest(c: &reqwest::Client, addr: &str) -> Option<u64> {
         .ok()?;
     pl.lines()
         .filter_map(|l| l.strip_suffix(".ts")?.parse().ok())
-        .last()
+        .next_back()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -660,7 +660,9 @@ async fn bad_input_message_flood_is_disconnected() {
                     break;
                 }
             }
-            ws.expect_error(ErrorCode::RateLimited).await;
+            // The session is closed; the `rate_limited` errors sent before
+            // may be lost to the reset (the tracker closes with our flood
+            // still unread), so the counters are what the test checks.
             ws.closed().await;
             t
         },
@@ -690,7 +692,9 @@ async fn bad_input_have_flood_is_disconnected() {
                     break;
                 }
             }
-            ws.expect_error(ErrorCode::RateLimited).await;
+            // The session is closed; the `rate_limited` errors sent before
+            // may be lost to the reset (the tracker closes with our flood
+            // still unread), so the counters are what the test checks.
             ws.closed().await;
             t
         },
