@@ -83,6 +83,8 @@ pub enum LinkCmd {
         /// One past the last byte.
         to: u32,
     },
+    /// Send bytes as they are, frame or not (a test aid for hostile input).
+    SendRaw(Bytes),
     /// Stop streaming a segment.
     Stop {
         /// Rendition.
@@ -469,6 +471,11 @@ async fn run(
                         let mut buf = BytesMut::with_capacity(frame.encoded_len());
                         frame.encode_into(&mut buf)?;
                         ch.send(buf).await?;
+                    }
+                }
+                Some(LinkCmd::SendRaw(bytes)) => {
+                    if let (true, Some(ch)) = (open, &dc) {
+                        ch.send(BytesMut::from(&bytes[..])).await?;
                     }
                 }
                 Some(LinkCmd::Serve { rendition, seq, data, from, to }) => {
