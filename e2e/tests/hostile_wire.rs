@@ -174,7 +174,6 @@ async fn hostile_frames_are_rejected_counted_and_the_flooder_dropped() {
     let mut links: std::collections::HashMap<PeerId, link::LinkHandle> = Default::default();
     let r = RenditionId::new("360p").unwrap();
     let mut attacked = None;
-    let mut rejected_not_found = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
     loop {
         tokio::select! {
@@ -209,14 +208,14 @@ async fn hostile_frames_are_rejected_counted_and_the_flooder_dropped() {
                     attacked = Some(peer);
                 }
                 LinkEvent::Frame(_, Frame::Reject { seq: 999_999, reason: RejectReason::NotFound, .. }) => {
-                    rejected_not_found = true;
+                    // The out-of-window request got its clear `not_found`.
                     break;
                 }
                 _ => {}
             },
         }
     }
-    assert!(attacked.is_some() && rejected_not_found);
+    assert!(attacked.is_some());
     // Each bad frame was counted by the edge peer, which kept the link open.
     assert!(metric(&c, &target.1, "swarmcast_edge_bad_frames_total").await >= 4.0);
     // Now a flood of requests: the edge peer drops the flooder and reports it.
