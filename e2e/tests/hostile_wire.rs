@@ -5,98 +5,17 @@
 //! reports the flooder, and keeps serving its other neighbour.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use swarmcast_e2e::*;
+
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use swarmcast_edge::link::{self, BigBufRuntime, LinkCmd, LinkConfig, LinkEvent};
 use swarmcast_proto::tracker::{ClientKind, ClientMsg, Hello, ServerMsg};
 use swarmcast_proto::wire::{Frame, RejectReason};
-use swarmcast_proto::{Claims, PeerId, RenditionId, Role, StreamId, TokenKey};
+use swarmcast_proto::{PeerId, RenditionId, StreamId};
 use swarmcast_tracker::client::{self as tclient, ClientConfig, Event};
 use tokio_util::sync::CancellationToken;
-
-const SECRET: &str = "e2e-edge-secret-0123456789abcdef";
-
-struct Proc(Child, String);
-
-impl Proc {
-    fn start(name: &str, args: &[&str], secret: bool) -> Proc {
-        let mut cmd = Command::new(swarmcast_e2e::bin(name));
-        cmd.args(["--listen", "127.0.0.1:0"]);
-        if secret {
-            cmd.args(["--token-secret", SECRET]);
-        }
-        let mut child = cmd
-            .args(args)
-            .env("SWARMCAST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the service printed its address")
-                .unwrap();
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                break a.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Proc(child, addr)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn viewer_token() -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    TokenKey::new(SECRET.as_bytes()).sign(&Claims {
-        stream: StreamId::new("test").unwrap(),
-        role: Role::Viewer,
-        expires_at: exp,
-    })
-}
-
-async fn metric(c: &reqwest::Client, addr: &str, name: &str) -> f64 {
-    let text = c
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn newest(c: &reqwest::Client, addr: &str) -> Option<u64> {
-    let pl = c
-        .get(format!("http://{addr}/live/test/360p/index.m3u8"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    pl.lines()
-        .filter_map(|l| l.strip_suffix(".ts")?.parse().ok())
-        .next_back()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_frames_are_rejected_counted_and_the_flooder_dropped() {

@@ -6,63 +6,12 @@
 //! HLS client plays.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use swarmcast_e2e::*;
 
-use swarmcast_proto::{Claims, RenditionIndex, Role, StreamId, TokenKey};
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-const SECRET: &str = "e2e-edge-secret-0123456789abcdef";
-
-struct Proc(Child, String);
-
-impl Proc {
-    fn start(name: &str, args: &[&str], secret: bool) -> Proc {
-        let mut cmd = Command::new(swarmcast_e2e::bin(name));
-        cmd.args(["--listen", "127.0.0.1:0"]);
-        if secret {
-            cmd.args(["--token-secret", SECRET]);
-        }
-        let mut child = cmd
-            .args(args)
-            .env("SWARMCAST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the service printed its address")
-                .unwrap();
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                break a.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Proc(child, addr)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn viewer_token() -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    TokenKey::new(SECRET.as_bytes()).sign(&Claims {
-        stream: StreamId::new("test").unwrap(),
-        role: Role::Viewer,
-        expires_at: exp,
-    })
-}
+use swarmcast_proto::RenditionIndex;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_peers_serve_verified_live_segments_to_a_local_player() {

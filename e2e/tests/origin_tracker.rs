@@ -3,68 +3,20 @@
 //! bytes the origin serves match it.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use swarmcast_e2e::{Proc, token};
+
+use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use swarmcast_proto::tracker::{ClientKind, ClientMsg, Hello, ServerMsg};
-use swarmcast_proto::{Claims, PeerId, RenditionIndex, Role, SegmentMeta, StreamId, TokenKey};
+use swarmcast_proto::{PeerId, RenditionIndex, Role, SegmentMeta, StreamId};
 use tokio_tungstenite::tungstenite::Message;
-
-const SECRET: &str = "e2e-secret-0123456789abcdef";
-
-struct Proc(Child, String);
-
-impl Proc {
-    fn start(name: &str, args: &[&str]) -> Proc {
-        let mut child = Command::new(swarmcast_e2e::bin(name))
-            .args(["--listen", "127.0.0.1:0", "--token-secret", SECRET])
-            .args(args)
-            .env("SWARMCAST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines
-                .next()
-                .expect("the service printed its address")
-                .unwrap();
-            if let Some(a) = line.strip_prefix("listening on http://") {
-                break a.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Proc(child, addr)
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn token(stream: &str, role: Role) -> String {
-    let exp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 600;
-    TokenKey::new(SECRET.as_bytes()).sign(&Claims {
-        stream: StreamId::new(stream).unwrap(),
-        role,
-        expires_at: exp,
-    })
-}
 
 #[tokio::test]
 async fn the_origin_publishes_every_segment_to_the_tracker_with_its_hash() {
-    let tracker = Proc::start("swarmcast-tracker", &[]);
+    let tracker = Proc::start("swarmcast-tracker", &[], true);
     let ws_url = format!("ws://{}/v1/ws", tracker.1);
-    let origin = Proc::start("swarmcast-origin", &["--tracker", &ws_url]);
+    let origin = Proc::start("swarmcast-origin", &["--tracker", &ws_url], true);
 
     // A viewer joins the swarm first.
     let (mut ws, _) = tokio_tungstenite::connect_async(&ws_url).await.unwrap();
