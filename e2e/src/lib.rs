@@ -72,6 +72,50 @@ impl Drop for Proc {
     }
 }
 
+/// The services of a live event: a tracker making one first fetcher per
+/// segment, and the origin's ffmpeg test source publishing to it.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// The tracker.
+    pub tracker: Proc,
+    /// The origin.
+    pub origin: Proc,
+    /// The tracker's WebSocket URL.
+    pub ws: String,
+    /// The origin's base URL.
+    pub origin_url: String,
+}
+
+impl LiveEvent {
+    /// Starts the tracker, then the origin with `renditions` (e.g. `360p`).
+    pub fn start(renditions: &str) -> LiveEvent {
+        let tracker = Proc::start(
+            "swarmcast-tracker",
+            &["--min-first-fetchers", "1", "--max-first-fetchers", "1"],
+            true,
+        );
+        let ws = format!("ws://{}/v1/ws", tracker.1);
+        let origin = Proc::start(
+            "swarmcast-origin",
+            &[
+                "--test-source",
+                "--test-source-renditions",
+                renditions,
+                "--tracker",
+                &ws,
+            ],
+            true,
+        );
+        let origin_url = format!("http://{}", origin.1);
+        LiveEvent {
+            tracker,
+            origin,
+            ws,
+            origin_url,
+        }
+    }
+}
+
 /// A token for `stream` and `role`, valid 10 minutes.
 pub fn token(stream: &str, role: Role) -> String {
     let exp = SystemTime::now()

@@ -19,33 +19,17 @@ use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_frames_are_rejected_counted_and_the_flooder_dropped() {
-    let tracker = Proc::start(
-        "swarmcast-tracker",
-        &["--min-first-fetchers", "1", "--max-first-fetchers", "1"],
-        true,
-    );
-    let ws = format!("ws://{}/v1/ws", tracker.1);
-    let origin = Proc::start(
-        "swarmcast-origin",
-        &[
-            "--test-source",
-            "--test-source-renditions",
-            "360p",
-            "--tracker",
-            &ws,
-        ],
-        true,
-    );
-    let origin_url = format!("http://{}", origin.1);
+    let event = LiveEvent::start("360p");
+    let (tracker, ws, origin_url) = (&event.tracker, &event.ws, &event.origin_url);
     let token = viewer_token();
     let edge = || {
         Proc::start(
             "swarmcast-edge",
             &[
                 "--tracker",
-                &ws,
+                ws,
                 "--origin",
-                &origin_url,
+                origin_url,
                 "--stream",
                 "test",
                 "--rendition",

@@ -15,24 +15,8 @@ use swarmcast_proto::RenditionIndex;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edge_peers_serve_verified_live_segments_to_a_local_player() {
-    let tracker = Proc::start(
-        "swarmcast-tracker",
-        &["--min-first-fetchers", "1", "--max-first-fetchers", "1"],
-        true,
-    );
-    let ws = format!("ws://{}/v1/ws", tracker.1);
-    let origin = Proc::start(
-        "swarmcast-origin",
-        &[
-            "--test-source",
-            "--test-source-renditions",
-            "360p,144p",
-            "--tracker",
-            &ws,
-        ],
-        true,
-    );
-    let origin_url = format!("http://{}", origin.1);
+    let event = LiveEvent::start("360p,144p");
+    let (tracker, ws, origin_url) = (&event.tracker, &event.ws, &event.origin_url);
     let token = viewer_token();
     let edges: Vec<Proc> = (0..3)
         .map(|_| {
@@ -40,9 +24,9 @@ async fn edge_peers_serve_verified_live_segments_to_a_local_player() {
                 "swarmcast-edge",
                 &[
                     "--tracker",
-                    &ws,
+                    ws,
                     "--origin",
-                    &origin_url,
+                    origin_url,
                     "--stream",
                     "test",
                     "--rendition",

@@ -9,33 +9,17 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_peer_costs_its_neighbours_no_stall() {
-    let tracker = Proc::start(
-        "swarmcast-tracker",
-        &["--min-first-fetchers", "1", "--max-first-fetchers", "1"],
-        true,
-    );
-    let ws = format!("ws://{}/v1/ws", tracker.1);
-    let origin = Proc::start(
-        "swarmcast-origin",
-        &[
-            "--test-source",
-            "--test-source-renditions",
-            "360p",
-            "--tracker",
-            &ws,
-        ],
-        true,
-    );
-    let origin_url = format!("http://{}", origin.1);
+    let event = LiveEvent::start("360p");
+    let (ws, origin_url) = (&event.ws, &event.origin_url);
     let token = viewer_token();
     let edge = |up: &str| {
         Proc::start(
             "swarmcast-edge",
             &[
                 "--tracker",
-                &ws,
+                ws,
                 "--origin",
-                &origin_url,
+                origin_url,
                 "--stream",
                 "test",
                 "--rendition",
