@@ -22,27 +22,7 @@ async fn hostile_frames_are_rejected_counted_and_the_flooder_dropped() {
     let event = LiveEvent::start("360p");
     let (tracker, ws, origin_url) = (&event.tracker, &event.ws, &event.origin_url);
     let token = viewer_token();
-    let edge = || {
-        Proc::start(
-            "swarmcast-edge",
-            &[
-                "--tracker",
-                ws,
-                "--origin",
-                origin_url,
-                "--stream",
-                "test",
-                "--rendition",
-                "360p",
-                "--token",
-                &token,
-                "--playback-delay-ms",
-                "3000",
-            ],
-            false,
-        )
-    };
-    let target = edge();
+    let target = edge(ws, origin_url, &token, &[]);
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -18,28 +18,7 @@ async fn edge_peers_serve_verified_live_segments_to_a_local_player() {
     let event = LiveEvent::start("360p,144p");
     let (tracker, ws, origin_url) = (&event.tracker, &event.ws, &event.origin_url);
     let token = viewer_token();
-    let edges: Vec<Proc> = (0..3)
-        .map(|_| {
-            Proc::start(
-                "swarmcast-edge",
-                &[
-                    "--tracker",
-                    ws,
-                    "--origin",
-                    origin_url,
-                    "--stream",
-                    "test",
-                    "--rendition",
-                    "360p",
-                    "--token",
-                    &token,
-                    "--playback-delay-ms",
-                    "3000",
-                ],
-                false,
-            )
-        })
-        .collect();
+    let edges: Vec<Proc> = (0..3).map(|_| edge(ws, origin_url, &token, &[])).collect();
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

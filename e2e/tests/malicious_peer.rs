@@ -14,30 +14,17 @@ async fn corrupted_chunks_are_caught_dropped_and_reported() {
     let event = LiveEvent::start("360p");
     let (tracker, ws, origin_url) = (&event.tracker, &event.ws, &event.origin_url);
     let token = viewer_token();
-    let edge = |extra: &[&str]| {
-        let mut args = vec![
-            "--tracker",
-            ws,
-            "--origin",
-            origin_url,
-            "--stream",
-            "test",
-            "--rendition",
-            "360p",
-            "--token",
-            &token,
-            "--playback-delay-ms",
-            "3000",
-        ];
-        args.extend_from_slice(extra);
-        Proc::start("swarmcast-edge", &args, false)
-    };
     // The evil peer offers the most upload capacity, so the tracker makes it
     // a first fetcher often and the others fetch from it.
-    let evil = edge(&["--corrupt-uploads", "--upload-kbps", "1000000"]);
+    let evil = edge(
+        ws,
+        origin_url,
+        &token,
+        &["--corrupt-uploads", "--upload-kbps", "1000000"],
+    );
     let honest = [
-        edge(&["--upload-kbps", "1000"]),
-        edge(&["--upload-kbps", "1000"]),
+        edge(ws, origin_url, &token, &["--upload-kbps", "1000"]),
+        edge(ws, origin_url, &token, &["--upload-kbps", "1000"]),
     ];
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

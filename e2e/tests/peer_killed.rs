@@ -12,32 +12,13 @@ async fn a_killed_peer_costs_its_neighbours_no_stall() {
     let event = LiveEvent::start("360p");
     let (ws, origin_url) = (&event.ws, &event.origin_url);
     let token = viewer_token();
-    let edge = |up: &str| {
-        Proc::start(
-            "swarmcast-edge",
-            &[
-                "--tracker",
-                ws,
-                "--origin",
-                origin_url,
-                "--stream",
-                "test",
-                "--rendition",
-                "360p",
-                "--token",
-                &token,
-                "--playback-delay-ms",
-                "3000",
-                "--upload-kbps",
-                up,
-            ],
-            false,
-        )
-    };
     // The victim has the most capacity: it is the swarm's usual first
     // fetcher and source.
-    let victim = edge("1000000");
-    let others = [edge("1000"), edge("1000")];
+    let victim = edge(ws, origin_url, &token, &["--upload-kbps", "1000000"]);
+    let others = [
+        edge(ws, origin_url, &token, &["--upload-kbps", "1000"]),
+        edge(ws, origin_url, &token, &["--upload-kbps", "1000"]),
+    ];
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -32,26 +32,7 @@ async fn playback_goes_on_without_the_tracker_and_the_swarm_reforms() {
     let origin_url = format!("http://{}", origin.1);
     let token = viewer_token();
     let edges: Vec<Proc> = (0..2)
-        .map(|_| {
-            Proc::start(
-                "swarmcast-edge",
-                &[
-                    "--tracker",
-                    &ws,
-                    "--origin",
-                    &origin_url,
-                    "--stream",
-                    "test",
-                    "--rendition",
-                    "360p",
-                    "--token",
-                    &token,
-                    "--playback-delay-ms",
-                    "3000",
-                ],
-                false,
-            )
-        })
+        .map(|_| edge(&ws, &origin_url, &token, &[]))
         .collect();
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
