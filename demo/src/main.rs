@@ -5,10 +5,10 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use swarmcast_proto::{Claims, Role, StreamId, TokenKey};
+use swarmcast_load::live::{Event, EventSpec, STREAM};
 use tokio_util::sync::CancellationToken;
 
 /// Swarmcast: a hybrid tracker + swarm CDN for live video.
@@ -57,80 +57,28 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse<C: Parser>(args: &[String]) -> anyhow::Result<C> {
-    Ok(C::try_parse_from(args)?)
-}
-
 async fn demo(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let secret: String = (0..4)
-        .map(|_| format!("{:016x}", rand::random::<u64>()))
-        .collect();
-    let tracker_cfg: swarmcast_tracker::Config = parse(&[
-        "swarmcast-tracker".into(),
-        "--listen".into(),
-        args.tracker_listen.to_string(),
-        "--token-secret".into(),
-        secret.clone(),
-    ])?;
-    let tracker = swarmcast_tracker::start(tracker_cfg, shutdown.clone()).await?;
-    let ws = format!("ws://{}/v1/ws", tracker.addr);
-    let origin_cfg: swarmcast_origin::Config = parse(&[
-        "swarmcast-origin".into(),
-        "--listen".into(),
-        args.origin_listen.to_string(),
-        "--token-secret".into(),
-        secret.clone(),
-        "--test-source".into(),
-        "--test-source-renditions".into(),
-        args.renditions.join(","),
-        "--tracker".into(),
-        ws.clone(),
-    ])?;
-    let origin = swarmcast_origin::start(origin_cfg, shutdown.clone()).await?;
-    let origin_url = format!("http://{}", origin.addr);
-    let rendition = args
-        .renditions
-        .first()
-        .cloned()
-        .unwrap_or_else(|| "360p".into());
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let token = TokenKey::new(secret.as_bytes()).sign(&Claims {
-        stream: StreamId::new("test")?,
-        role: Role::Viewer,
-        expires_at: now + 7 * 86_400,
-    });
-    let mut edges = Vec::new();
-    for _ in 0..args.peers {
-        let cfg: swarmcast_edge::Config = parse(&[
-            "swarmcast-edge".into(),
-            "--tracker".into(),
-            ws.clone(),
-            "--origin".into(),
-            origin_url.clone(),
-            "--stream".into(),
-            "test".into(),
-            "--rendition".into(),
-            rendition.clone(),
-            "--token".into(),
-            token.clone(),
-        ])?;
-        edges.push(swarmcast_edge::start(cfg, shutdown.clone()).await?);
-    }
+    let spec = EventSpec {
+        viewers: args.peers,
+        renditions: args.renditions.clone(),
+        tracker_listen: args.tracker_listen,
+        origin_listen: args.origin_listen,
+        tracker_args: Vec::new(),
+        edge_args: Vec::new(),
+    };
+    let event = Event::start(&spec, &shutdown).await?;
+    let origin_url = format!("http://{}", event.origin);
+    let rendition = event.rendition.clone();
     println!();
     println!("Swarmcast demo: a live event on this machine");
-    println!("  origin (HTTP only):  {origin_url}/live/test/master.m3u8");
-    if let Some(e) = edges.first() {
-        println!(
-            "  through an edge peer: ffplay http://{}/live/test/{rendition}/index.m3u8",
-            e.addr
-        );
+    println!("  origin (HTTP only):  {origin_url}/live/{STREAM}/master.m3u8");
+    if let Some(e) = event.edges.first() {
+        println!("  through an edge peer: ffplay http://{e}/live/{STREAM}/{rendition}/index.m3u8");
     }
-    println!("  tracker dashboard:   http://{}/", tracker.addr);
+    println!("  tracker dashboard:   http://{}/", event.tracker);
     println!("  Ctrl-C stops everything.");
     println!();
-    let stats_url = format!("http://{}/v1/streams/test/stats", tracker.addr);
+    let stats_url = event.stats_url();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()?;
@@ -151,14 +99,7 @@ async fn demo(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             }
         }
     }
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
-        for e in edges {
-            let _ = e.done.await;
-        }
-        let _ = origin.done.await;
-        let _ = tracker.done.await;
-    })
-    .await;
+    event.stop().await;
     println!("stopped");
     Ok(())
 }

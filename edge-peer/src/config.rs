@@ -81,6 +81,11 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_MAX_PEERS", default_value_t = 8)]
     pub max_peers: usize,
 
+    /// The swarm switched off: every segment over HTTP as soon as it is
+    /// published, no neighbours (the reference a benchmark compares with).
+    #[arg(long, env = "SWARMCAST_NO_SWARM")]
+    pub no_swarm: bool,
+
     /// Test aid, never for production: corrupt every chunk this peer uploads
     /// (its neighbours must detect it by hash, drop it and report it).
     #[arg(long, env = "SWARMCAST_CORRUPT_UPLOADS")]

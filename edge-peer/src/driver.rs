@@ -16,7 +16,7 @@ use swarmcast_swarm_core::{Action, Core};
 use swarmcast_tracker::client::{ClientHandle, Event};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, trace, warn};
 
 use swarmcast_proto::PeerId;
 use swarmcast_proto::tracker::Signal;
@@ -24,6 +24,16 @@ use swarmcast_proto::tracker::Signal;
 use crate::fetch::{Fetcher, HttpEvent};
 use crate::link::{self, BigBufRuntime, LinkCmd, LinkConfig, LinkEvent, LinkHandle};
 use crate::local::{Cache, PlayerEvent};
+
+/// The core's counters exported as Prometheus counters, in the order of
+/// the driver's report.
+const CORE_COUNTERS: [&str; 5] = [
+    "swarmcast_edge_late_segments_total",
+    "swarmcast_edge_hash_failures_total",
+    "swarmcast_edge_slow_transfers_total",
+    "swarmcast_edge_rejected_requests_total",
+    "swarmcast_edge_protocol_errors_total",
+];
 
 /// Everything the driver owns.
 #[derive(Debug)]
@@ -42,6 +52,8 @@ pub struct Driver {
     pub runtime: Arc<BigBufRuntime>,
     /// Most neighbours at once.
     pub max_links: usize,
+    /// The swarm switched off: fetch every segment over HTTP on publish.
+    pub http_only: bool,
     /// The stream.
     pub stream: swarmcast_proto::StreamId,
     /// Renditions whose origin index is polled while the tracker is away
@@ -71,6 +83,8 @@ impl Driver {
         let mut tracker_up = false;
         let mut stats = StatsReport::default();
         let started = Instant::now();
+        let mut exported = [0u64; CORE_COUNTERS.len()];
+        let mut first_segment_ms: Option<u64> = None;
         loop {
             let wake = self.core.poll_timeout();
             let sleep = async {
@@ -99,7 +113,7 @@ impl Driver {
                     }
                     Some(Event::Message(ServerMsg::Segment { meta })) => {
                         self.renditions.insert(meta.id.rendition);
-                        self.core.handle_published(now_ms(), meta, false);
+                        self.core.handle_published(now_ms(), meta, self.http_only);
                     }
                     Some(Event::Message(ServerMsg::Fetch { meta })) => {
                         self.renditions.insert(meta.id.rendition);
@@ -137,19 +151,28 @@ impl Driver {
                     Some(LinkEvent::Open(peer, took)) => {
                         metrics::counter!("swarmcast_edge_links_opened_total").increment(1);
                         metrics::counter!("swarmcast_edge_link_setup_ms_total").increment(took.as_millis() as u64);
+                        metrics::histogram!("swarmcast_edge_link_setup_seconds").record(took.as_secs_f64());
                         debug!(%peer, setup_ms = took.as_millis() as u64, "data channel open");
                         self.core.handle_peer_up(now_ms(), peer);
                     }
                     Some(LinkEvent::Frame(peer, frame)) => {
-                        if let swarmcast_proto::wire::Frame::Chunk { data, .. } = &frame {
+                        if let swarmcast_proto::wire::Frame::Chunk { seq, offset, total, data, .. } = &frame {
                             metrics::counter!("swarmcast_edge_bytes_total", "source" => "p2p").increment(data.len() as u64);
+                            if *offset == 0 || *offset as usize + data.len() >= *total as usize {
+                                trace!(%peer, seq, offset, total, "chunk in");
+                            }
+                        } else {
+                            trace!(%peer, ?frame, "frame in");
                         }
                         self.core.handle_frame(now_ms(), &peer, frame);
                     }
                     Some(LinkEvent::BadFrame(peer, why)) => {
                         debug!(%peer, %why, "bad frame");
                     }
-                    Some(LinkEvent::UploadDone(peer, r, seq)) => self.core.handle_upload_done(now_ms(), &peer, r, seq),
+                    Some(LinkEvent::UploadDone(peer, r, seq)) => {
+                        trace!(%peer, seq, "upload done");
+                        self.core.handle_upload_done(now_ms(), &peer, r, seq);
+                    }
                     Some(LinkEvent::Closed(peer, why)) => {
                         debug!(%peer, why, "link closed");
                         links.remove(&peer);
@@ -197,7 +220,7 @@ impl Driver {
                     let now = now_ms();
                     let n = index.segments.len();
                     for meta in index.segments.into_iter().skip(n.saturating_sub(3)) {
-                        self.core.handle_published(now, meta, false);
+                        self.core.handle_published(now, meta, self.http_only);
                     }
                 },
                 _ = report.tick() => {
@@ -206,15 +229,15 @@ impl Driver {
                     stats.p2p_bytes = s.p2p_bytes;
                     stats.uploaded_bytes = s.uploaded_bytes;
                     stats.stalls = s.late;
-                    if stats.startup_ms.is_none() && s.segments > 0 {
-                        stats.startup_ms = Some(started.elapsed().as_millis() as u64);
-                    }
+                    stats.startup_ms = first_segment_ms;
                     let _ = self.tracker.send(ClientMsg::Stats(stats.clone())).await;
-                    metrics::counter!("swarmcast_edge_late_segments_total").absolute(s.late);
-                    metrics::counter!("swarmcast_edge_hash_failures_total").absolute(s.hash_failures);
-                    metrics::counter!("swarmcast_edge_slow_transfers_total").absolute(s.slow_transfers);
-                    metrics::counter!("swarmcast_edge_rejected_requests_total").absolute(s.rejected_requests);
-                    metrics::counter!("swarmcast_edge_protocol_errors_total").absolute(s.protocol_errors);
+                    // Increments, not absolute values: several edge peers in one
+                    // process (the demo, the live benchmark) share one registry.
+                    let now_counts = [s.late, s.hash_failures, s.slow_transfers, s.rejected_requests, s.protocol_errors];
+                    for (i, name) in CORE_COUNTERS.iter().enumerate() {
+                        metrics::counter!(*name).increment(now_counts[i].saturating_sub(exported[i]));
+                    }
+                    exported = now_counts;
                     metrics::gauge!("swarmcast_edge_neighbours").set(links.len() as f64);
                 }
             }
@@ -237,6 +260,9 @@ impl Driver {
                         }
                     }
                     Action::Complete { meta, data, source } => {
+                        // Startup: joined → the first verified segment.
+                        first_segment_ms
+                            .get_or_insert_with(|| started.elapsed().as_millis() as u64);
                         debug!(segment = %meta.id, ?source, "segment complete");
                         metrics::counter!("swarmcast_edge_segments_total").increment(1);
                         let have = ClientMsg::Have {
@@ -283,6 +309,7 @@ impl Driver {
                         }
                     }
                     Action::Send { peer, frame } => {
+                        trace!(%peer, ?frame, "frame out");
                         if let Some(h) = links.get(&peer) {
                             let _ = h.tx.try_send(LinkCmd::Send(frame));
                         }
@@ -295,6 +322,7 @@ impl Driver {
                         from,
                         to,
                     } => {
+                        trace!(%peer, seq, from, to, "serve");
                         metrics::counter!("swarmcast_edge_uploaded_bytes_total")
                             .increment(u64::from(to - from));
                         match links.get(&peer) {

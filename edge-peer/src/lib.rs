@@ -61,6 +61,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
     core_cfg.playback_delay_ms = config.playback_delay_ms;
     let core = Core::new(core_cfg, rand::random());
     let hello_stream = stream.clone();
+    let own_id = peer_id.clone();
     let hello = Hello {
         token: config.token.clone(),
         stream,
@@ -70,7 +71,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         } else {
             ClientKind::Native
         },
-        upload_kbps: config.upload_kbps,
+        upload_kbps: if config.no_swarm {
+            0
+        } else {
+            config.upload_kbps
+        },
         region: config.region.clone(),
     };
     let (tracker, tracker_events) = swarmcast_tracker::client::start(
@@ -108,7 +113,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             corrupt_uploads: config.corrupt_uploads,
         },
         runtime: Arc::new(link::BigBufRuntime::new(config.udp_buffer)),
-        max_links: config.max_peers,
+        max_links: if config.no_swarm { 0 } else { config.max_peers },
+        http_only: config.no_swarm,
         stream: hello_stream,
         renditions: if config.relay {
             Default::default()
@@ -116,7 +122,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             [rendition].into_iter().collect()
         },
     };
-    let drive = tokio::spawn(driver.run(tracker_events, player_rx, shutdown.clone()));
+    let span = tracing::info_span!("edge", id = %own_id);
+    let drive = tokio::spawn(tracing::Instrument::instrument(
+        driver.run(tracker_events, player_rx, shutdown.clone()),
+        span,
+    ));
     let router = local::router(local);
     let done = tokio::spawn(async move {
         swarmcast_svc::serve(

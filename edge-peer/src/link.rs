@@ -43,6 +43,15 @@ use webrtc::runtime::{
     TokioRuntime,
 };
 
+/// The one data channel of a link: pre-negotiated (both ends create it
+/// with this id; a browser passes `{negotiated: true, id: 0}`), ordered and
+/// reliable.
+pub const CHANNEL_ID: u16 = 0;
+/// Its label.
+pub const CHANNEL_LABEL: &str = "swarmcast";
+/// Its sub-protocol.
+pub const CHANNEL_PROTOCOL: &str = "swarmcast/1";
+
 /// Bytes in flight on a channel before uploads wait.
 pub const HIGH_WATER: usize = 2 * 1024 * 1024;
 /// A link that has not opened its channel by then is given up.
@@ -263,16 +272,27 @@ pub fn spawn(
     handle
 }
 
-type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+/// Errors of the webrtc crate and of our channels, boxed.
+pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-async fn build(
+/// A data-channel-only peer connection with the link settings (mDNS off,
+/// UDP4 host candidates from `cfg.udp_bind`, `cfg.ice_interval` checks, the
+/// big-buffer runtime) and the crate's own send limit per channel
+/// (`send_limit`, `None` = unbounded). Links use it; so does the link
+/// benchmark's bare-crate reference.
+pub async fn peer_connection(
     cfg: &LinkConfig,
     runtime: Arc<BigBufRuntime>,
-) -> Res<(Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<PcEvent>)> {
+    handler: Arc<dyn PeerConnectionEventHandler>,
+    send_limit: Option<usize>,
+) -> Res<Arc<dyn PeerConnection>> {
     let se = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_network_types(vec![NetworkType::Udp4])
-        .with_ice_connection_attempts(Some(cfg.ice_interval), None);
+        .with_ice_connection_attempts(Some(cfg.ice_interval), None)
+        // Nominate a peer-reflexive pair at once (the default waits 1 s
+        // when the other side's check arrives before its candidate).
+        .with_prflx_acceptance_min_wait(Some(Duration::ZERO));
     let servers: Vec<RTCIceServer> = cfg
         .ice_servers
         .iter()
@@ -282,8 +302,7 @@ async fn build(
             credential: s.credential.clone().unwrap_or_default(),
         })
         .collect();
-    let (tx, rx) = mpsc::unbounded_channel();
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new()
         .with_configuration(
             RTCConfigurationBuilder::new()
                 .with_ice_servers(servers)
@@ -291,11 +310,21 @@ async fn build(
         )
         .with_setting_engine(se.build())
         .with_runtime(runtime)
-        .with_handler(Arc::new(Handler(tx)))
-        .with_udp_addrs(vec![cfg.udp_bind.to_string()])
-        .build()
-        .await?;
-    Ok((Arc::new(pc), rx))
+        .with_handler(handler)
+        .with_udp_addrs(vec![cfg.udp_bind.to_string()]);
+    if let Some(limit) = send_limit {
+        builder = builder.with_data_channel_send_buffer_limit(limit);
+    }
+    Ok(Arc::new(builder.build().await?))
+}
+
+async fn build(
+    cfg: &LinkConfig,
+    runtime: Arc<BigBufRuntime>,
+) -> Res<(Arc<dyn PeerConnection>, mpsc::UnboundedReceiver<PcEvent>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let pc = peer_connection(cfg, runtime, Arc::new(Handler(tx)), None).await?;
+    Ok((pc, rx))
 }
 
 async fn add_candidate(pc: &Arc<dyn PeerConnection>, s: Signal) -> Res<()> {
@@ -328,20 +357,22 @@ async fn run(
 ) -> Res<&'static str> {
     let started = Instant::now();
     let (pc, mut pc_events) = build(&cfg, runtime).await?;
-    let mut dc: Option<Arc<dyn DataChannel>> = None;
+    // Both ends create the pre-negotiated channel before signalling: no
+    // in-band open handshake (DCEP) to wait for.
+    let mut dc: Option<Arc<dyn DataChannel>> = Some(
+        pc.create_data_channel(
+            CHANNEL_LABEL,
+            Some(RTCDataChannelInit {
+                protocol: CHANNEL_PROTOCOL.into(),
+                negotiated: Some(CHANNEL_ID),
+                ..Default::default()
+            }),
+        )
+        .await?,
+    );
     let mut remote_set = false;
     let mut early: Vec<Signal> = Vec::new();
     if initiator {
-        let ch = pc
-            .create_data_channel(
-                "swarmcast",
-                Some(RTCDataChannelInit {
-                    protocol: "swarmcast/1".into(),
-                    ..Default::default()
-                }),
-            )
-            .await?;
-        dc = Some(ch);
         let offer = pc.create_offer(None).await?;
         pc.set_local_description(offer).await?;
         let sdp = pc.local_description().await.ok_or("no local offer")?.sdp;
@@ -403,6 +434,15 @@ async fn run(
                 Some(PcEvent::Candidate(c)) => events.send(LinkEvent::Signal(peer.clone(), c)).await?,
                 Some(PcEvent::GatheringComplete) => events.send(LinkEvent::Signal(peer.clone(), Signal::EndOfCandidates)).await?,
                 Some(PcEvent::State(s)) => match s {
+                    // The crate leaves writes queued while it handles the
+                    // DTLS-done event (the SCTP INIT) until its next timer,
+                    // 200 ms later; a call that wakes its writer sends them
+                    // now (docs/notes/webrtc-0.21.md, "Setup time").
+                    RTCPeerConnectionState::Connected => {
+                        if let Some(ch) = &dc {
+                            ch.set_buffered_amount_low_threshold((HIGH_WATER / 2) as u32).await?;
+                        }
+                    }
                     RTCPeerConnectionState::Failed => break "connection failed",
                     RTCPeerConnectionState::Closed => break "connection closed",
                     _ => {}

@@ -7,6 +7,9 @@
 //! tracker handled: messages per second, publish-to-peer latency, its CPU
 //! and its resident memory per peer.
 
+pub mod link;
+pub mod live;
+pub mod stat;
 pub mod tracker;
 
 /// Errors of a load run.

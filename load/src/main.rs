@@ -1,8 +1,11 @@
 //! `swarmcast-load`: load-testing a live event.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use serde::Serialize;
+use swarmcast_load::LoadError;
 
 /// Load-testing a Swarmcast live event.
 #[derive(Debug, Parser)]
@@ -17,6 +20,14 @@ enum Cmd {
     /// Drive many WebSocket peers against a real tracker and report what it
     /// handled (messages/s, publish latency, CPU, memory per peer).
     Tracker(swarmcast_load::tracker::TrackerBench),
+    /// Move segments between two edge links through our peer wire protocol
+    /// and, as the reference in the same run, through the bare webrtc crate;
+    /// report MB/s, CPU per MiB and connection setup time for both.
+    Link(swarmcast_load::link::LinkBench),
+    /// Run a real live event on this machine (tracker, origin with its test
+    /// source, N edge peers) with the swarm and with HTTP only, and report
+    /// origin egress, offload, stalls and spread time side by side.
+    Live(swarmcast_load::live::LiveBench),
 }
 
 fn main() -> ExitCode {
@@ -40,23 +51,36 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
             let json = cfg.json.clone();
-            match rt.block_on(swarmcast_load::tracker::run(cfg)) {
-                Ok(report) => {
-                    let text = serde_json::to_string_pretty(&report).unwrap_or_default();
-                    println!("{text}");
-                    if let Some(p) = json {
-                        if let Err(e) = std::fs::write(&p, &text) {
-                            eprintln!("swarmcast-load: cannot write {}: {e}", p.display());
-                            return ExitCode::FAILURE;
-                        }
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("swarmcast-load: {e}");
-                    ExitCode::FAILURE
+            report(rt.block_on(swarmcast_load::tracker::run(cfg)), json)
+        }
+        Cmd::Link(cfg) => {
+            let json = cfg.json.clone();
+            report(rt.block_on(swarmcast_load::link::run(cfg)), json)
+        }
+        Cmd::Live(cfg) => {
+            let json = cfg.json.clone();
+            report(rt.block_on(swarmcast_load::live::run(cfg)), json)
+        }
+    }
+}
+
+/// Prints the report as JSON (and writes it to `json`), or the error.
+fn report<R: Serialize>(r: Result<R, LoadError>, json: Option<PathBuf>) -> ExitCode {
+    match r {
+        Ok(report) => {
+            let text = serde_json::to_string_pretty(&report).unwrap_or_default();
+            println!("{text}");
+            if let Some(p) = json {
+                if let Err(e) = std::fs::write(&p, &text) {
+                    eprintln!("swarmcast-load: cannot write {}: {e}", p.display());
+                    return ExitCode::FAILURE;
                 }
             }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("swarmcast-load: {e}");
+            ExitCode::FAILURE
         }
     }
 }

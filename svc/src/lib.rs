@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::TcpListener;
@@ -137,12 +137,29 @@ pub fn init_tracing() {
         .try_init();
 }
 
+/// Buckets of every `*_seconds` histogram.
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+    10.0,
+];
+
 /// The process-wide Prometheus recorder (installed on first call).
 pub fn metrics_handle() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let recorder = PrometheusBuilder::new().build_recorder();
+            // Every `*_seconds` histogram gets the same buckets (rendered as a
+            // Prometheus histogram, summed across processes by a scraper).
+            let builder = match PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    warn!(error = %e, "histogram buckets refused");
+                    PrometheusBuilder::new()
+                }
+            };
+            let recorder = builder.build_recorder();
             let handle = recorder.handle();
             // Another recorder may already be installed (a test harness);
             // then this handle renders only what it records, which is nothing.

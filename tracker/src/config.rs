@@ -57,8 +57,10 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_CELL_SIZE", default_value_t = 300)]
     pub cell_size: u32,
 
-    /// Fewest first fetchers per segment.
-    #[arg(long, env = "SWARMCAST_MIN_FIRST_FETCHERS", default_value_t = 2)]
+    /// Fewest first fetchers per segment (each costs the origin one copy;
+    /// one that misses its deadline is replaced, and every viewer falls
+    /// back to HTTP before its own playback deadline).
+    #[arg(long, env = "SWARMCAST_MIN_FIRST_FETCHERS", default_value_t = 1)]
     pub min_first_fetchers: u32,
 
     /// Most first fetchers per segment.

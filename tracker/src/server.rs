@@ -575,6 +575,11 @@ fn export_counters(
         last.first_fetch_replaced,
     );
     inc(
+        "swarmcast_tracker_links_split_total",
+        c.links_split,
+        last.links_split,
+    );
+    inc(
         "swarmcast_tracker_signals_relayed_total",
         c.signals_relayed,
         last.signals_relayed,

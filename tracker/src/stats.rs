@@ -33,10 +33,13 @@ pub struct SegmentStats {
     pub spread_50_ms: Option<u64>,
     /// Publish to 95% of the population, ms.
     pub spread_95_ms: Option<u64>,
+    /// Publish to the whole population, ms.
+    #[serde(default)]
+    pub spread_100_ms: Option<u64>,
 }
 
 /// A stream's aggregate picture.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StreamStats {
     /// The stream.
     pub stream: String,

@@ -79,7 +79,7 @@ impl Default for SwarmConfig {
             window_segments: 30,
             max_renditions: 8,
             cell_size: 300,
-            min_first_fetchers: 2,
+            min_first_fetchers: 1,
             max_first_fetchers: 32,
             first_fetch_deadline_ms: 1500,
             selection_sample: 256,
@@ -125,6 +125,8 @@ pub struct Counters {
     pub first_fetch_replaced: u64,
     /// Signals relayed.
     pub signals_relayed: u64,
+    /// Links given up so that a joiner could take their place.
+    pub links_split: u64,
     /// Misbehaving peers reported, by reason.
     pub reports: BTreeMap<&'static str, u64>,
     /// Messages refused, by error code.
@@ -208,6 +210,7 @@ struct Entry {
     planned: u32,
     t50: Option<u64>,
     t95: Option<u64>,
+    t100: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -588,6 +591,9 @@ impl Swarm {
                     if e.t95.is_none() && n * 100 >= pop * 95 {
                         e.t95 = Some(now.saturating_sub(at));
                     }
+                    if e.t100.is_none() && n >= pop {
+                        e.t100 = Some(now.saturating_sub(at));
+                    }
                 }
             }
             e.fetchers.retain(|f| f.slot != slot);
@@ -633,7 +639,11 @@ impl Swarm {
         if n == 0 {
             return 0;
         }
-        let chosen = self.select_neighbours(slot, n);
+        let mut chosen = self.select_neighbours(slot, n);
+        if n - chosen.len() >= 2 {
+            let split = self.split_links(slot, (n - chosen.len()) / 2, &chosen);
+            chosen.extend(split);
+        }
         if chosen.is_empty() {
             return 0;
         }
@@ -651,6 +661,68 @@ impl Swarm {
         }
         self.send(slot, &ServerMsg::Peers { peers: infos });
         chosen.len()
+    }
+
+    /// When too few peers have a free slot, the asker takes the place of
+    /// up to `pairs` existing links: for a link a–b (neither end a
+    /// neighbour of the asker), a and b are told to drop each other
+    /// (`peer_left`) and are introduced to the asker instead. Their degree
+    /// stays the same, the asker gains two neighbours, and the mesh stays
+    /// connected (a and b now reach each other through the asker). Without
+    /// it the first k+1 viewers form a complete graph of full peers and
+    /// later joiners form islands that no first fetcher may reach.
+    fn split_links(&mut self, slot: Slot, pairs: usize, taken: &[Slot]) -> Vec<Slot> {
+        let Some(me) = self.peer(slot) else {
+            return Vec::new();
+        };
+        let mut avoid: Vec<Slot> = me.neighbours.clone();
+        avoid.extend_from_slice(taken);
+        avoid.push(slot);
+        let mut full: Vec<Slot> = self
+            .peers
+            .iter()
+            .enumerate()
+            .filter_map(|(s, p)| {
+                p.as_ref()
+                    .filter(|p| p.shares() && !p.neighbours.is_empty())
+                    .map(|_| s as Slot)
+            })
+            .filter(|s| !avoid.contains(s))
+            .collect();
+        full.shuffle(&mut self.rng);
+        full.truncate(self.cfg.selection_sample);
+        let mut out = Vec::new();
+        for a in full {
+            if out.len() >= pairs * 2 {
+                break;
+            }
+            if avoid.contains(&a) {
+                continue;
+            }
+            let Some(b) = self.peer(a).and_then(|p| {
+                p.neighbours
+                    .iter()
+                    .copied()
+                    .find(|b| !avoid.contains(b) && self.peer(*b).is_some_and(|q| q.shares()))
+            }) else {
+                continue;
+            };
+            if let Some(p) = self.peer_mut(a) {
+                p.neighbours.retain(|&x| x != b);
+            }
+            if let Some(p) = self.peer_mut(b) {
+                p.neighbours.retain(|&x| x != a);
+            }
+            for (x, y) in [(a, b), (b, a)] {
+                if let Some(id) = self.peer(y).map(|p| p.id.clone()) {
+                    self.send(x, &ServerMsg::PeerLeft { peer_id: id });
+                }
+            }
+            self.counters.links_split += 1;
+            avoid.extend([a, b]);
+            out.extend([a, b]);
+        }
+        out
     }
 
     /// The selection policy (ARCHITECTURE.md, "Peer selection"): among a
@@ -1046,6 +1118,7 @@ impl Swarm {
                     first_fetchers: e.asked.len() as u32,
                     spread_50_ms: e.t50,
                     spread_95_ms: e.t95,
+                    spread_100_ms: e.t100,
                 });
             }
         }
@@ -1285,6 +1358,44 @@ mod tests {
     }
 
     #[test]
+    fn late_joiners_split_links_instead_of_forming_islands() {
+        let mut sw = Swarm::new(sid(), SwarmConfig::default(), 5);
+        let k = usize::from(SwarmConfig::default().neighbours);
+        let slots: Vec<Slot> = (0..40)
+            .map(|i| join(&mut sw, &format!("p{i}"), ClientKind::Native, None, 1000))
+            .collect();
+        let out = drain(&mut sw);
+        // Every split tells both ends to drop each other.
+        let dropped = out
+            .iter()
+            .filter(|(_, m)| matches!(m, ServerMsg::PeerLeft { .. }))
+            .count();
+        assert!(sw.counters().links_split > 0);
+        assert_eq!(dropped as u64, 2 * sw.counters().links_split);
+        let nb = |s: Slot| sw.peer(s).unwrap().neighbours.clone();
+        for &s in &slots {
+            let mine = nb(s);
+            assert!(mine.len() <= k, "degree {} > {k}", mine.len());
+            assert!(mine.len() >= 2, "peer {s} has {} neighbours", mine.len());
+            for n in mine {
+                assert!(nb(n).contains(&s), "links are symmetric");
+            }
+        }
+        // One connected mesh.
+        let mut seen = vec![slots[0]];
+        let mut i = 0;
+        while i < seen.len() {
+            for n in nb(seen[i]) {
+                if !seen.contains(&n) {
+                    seen.push(n);
+                }
+            }
+            i += 1;
+        }
+        assert_eq!(seen.len(), slots.len());
+    }
+
+    #[test]
     fn a_silent_first_fetcher_is_replaced_after_its_deadline() {
         let cfg = SwarmConfig {
             cell_size: 100,
@@ -1385,6 +1496,7 @@ mod tests {
             .find(|s| s.id == "s/360p/3")
             .unwrap();
         assert_eq!(s3.spread_50_ms, Some(100));
+        assert_eq!(s3.spread_100_ms, Some(200));
         // Out-of-window announcements are refused.
         sw.handle(6500, a, have(100));
         sw.handle(6500, a, have(u64::MAX));

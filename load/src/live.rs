@@ -1,0 +1,554 @@
+//! `swarmcast-load live`: a real live event on this machine, measured. The
+//! tracker, the origin with its ffmpeg test source and N edge peers run in
+//! this process on loopback and speak the real protocols (WebSocket to the
+//! tracker, WebRTC data channels between peers, HTTP to the origin). The
+//! same event runs twice: with the swarm, then with the swarm switched off
+//! (every edge `--no-swarm`: each segment over HTTP as soon as it is
+//! published), and the report puts the two side by side.
+//!
+//! [`Event`] is also what `swarmcast demo` starts.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use swarmcast_proto::{Claims, Role, StreamId, TokenKey};
+use tokio_util::sync::CancellationToken;
+
+use crate::LoadError;
+use crate::stat::{cpu_secs, percentile};
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct EventSpec {
+    /// Edge peers (viewers).
+    pub viewers: usize,
+    /// The test source's renditions, best first; viewers watch the first.
+    pub renditions: Vec<String>,
+    /// The tracker's address (port 0 picks one).
+    pub tracker_listen: SocketAddr,
+    /// The origin's address (port 0 picks one).
+    pub origin_listen: SocketAddr,
+    /// Extra tracker flags.
+    pub tracker_args: Vec<String>,
+    /// Extra flags of every edge peer (`--no-swarm` for the reference).
+    pub edge_args: Vec<String>,
+}
+
+/// A running event.
+#[derive(Debug)]
+pub struct Event {
+    /// The tracker's address.
+    pub tracker: SocketAddr,
+    /// The origin's address.
+    pub origin: SocketAddr,
+    /// Each edge peer's local endpoint.
+    pub edges: Vec<SocketAddr>,
+    /// The rendition viewers watch.
+    pub rendition: String,
+    shutdown: CancellationToken,
+    done: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The stream every event publishes.
+pub const STREAM: &str = "test";
+
+fn parse<C: clap::Parser>(args: Vec<String>) -> Result<C, LoadError> {
+    C::try_parse_from(args).map_err(|e| LoadError::Config(e.to_string()))
+}
+
+impl Event {
+    /// Starts the tracker, the origin with its test source, then the edge
+    /// peers; returns once every part listens.
+    pub async fn start(spec: &EventSpec, parent: &CancellationToken) -> Result<Self, LoadError> {
+        let shutdown = parent.child_token();
+        let secret: String = (0..4)
+            .map(|_| format!("{:016x}", rand::random::<u64>()))
+            .collect();
+        let mut args = vec![
+            "swarmcast-tracker".into(),
+            "--listen".into(),
+            spec.tracker_listen.to_string(),
+            "--token-secret".into(),
+            secret.clone(),
+        ];
+        args.extend(spec.tracker_args.iter().cloned());
+        let tracker = swarmcast_tracker::start(parse(args)?, shutdown.clone())
+            .await
+            .map_err(|e| LoadError::Run(format!("tracker: {e}")))?;
+        let ws = format!("ws://{}/v1/ws", tracker.addr);
+        let origin = swarmcast_origin::start(
+            parse(vec![
+                "swarmcast-origin".into(),
+                "--listen".into(),
+                spec.origin_listen.to_string(),
+                "--token-secret".into(),
+                secret.clone(),
+                "--test-source".into(),
+                "--test-source-stream".into(),
+                STREAM.into(),
+                "--test-source-renditions".into(),
+                spec.renditions.join(","),
+                "--tracker".into(),
+                ws.clone(),
+            ])?,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| LoadError::Run(format!("origin: {e}")))?;
+        let rendition = spec
+            .renditions
+            .first()
+            .cloned()
+            .ok_or_else(|| LoadError::Config("no rendition".into()))?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let token = TokenKey::new(secret.as_bytes()).sign(&Claims {
+            stream: StreamId::new(STREAM).map_err(|e| LoadError::Run(e.to_string()))?,
+            role: Role::Viewer,
+            expires_at: now + 7 * 86_400,
+        });
+        let mut event = Event {
+            tracker: tracker.addr,
+            origin: origin.addr,
+            edges: Vec::new(),
+            rendition: rendition.clone(),
+            shutdown: shutdown.clone(),
+            done: vec![tracker.done, origin.done],
+        };
+        for _ in 0..spec.viewers {
+            let mut args = vec![
+                "swarmcast-edge".into(),
+                "--tracker".into(),
+                ws.clone(),
+                "--origin".into(),
+                format!("http://{}", origin.addr),
+                "--stream".into(),
+                STREAM.into(),
+                "--rendition".into(),
+                rendition.clone(),
+                "--token".into(),
+                token.clone(),
+            ];
+            args.extend(spec.edge_args.iter().cloned());
+            let edge = swarmcast_edge::start(parse(args)?, shutdown.clone())
+                .await
+                .map_err(|e| LoadError::Run(format!("edge peer: {e}")))?;
+            event.edges.push(edge.addr);
+            event.done.push(edge.done);
+        }
+        Ok(event)
+    }
+
+    /// The tracker's JSON stats of the stream.
+    pub fn stats_url(&self) -> String {
+        format!("http://{}/v1/streams/{STREAM}/stats", self.tracker)
+    }
+
+    /// Stops every part and waits (at most 10 s) for them.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            for d in self.done {
+                let _ = d.await;
+            }
+        })
+        .await;
+    }
+}
+
+/// Flags of `swarmcast-load live`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LiveBench {
+    /// Edge peers (viewers).
+    #[arg(long, default_value_t = 12)]
+    pub viewers: usize,
+    /// Seconds each event runs.
+    #[arg(long, default_value_t = 180)]
+    pub duration: u64,
+    /// Seconds at the start left out of the figures (viewers joining).
+    #[arg(long, default_value_t = 10)]
+    pub warmup: u64,
+    /// The test source's renditions, best first (720p ≈ 2.6 Mb/s with audio).
+    #[arg(long, default_value = "720p", value_delimiter = ',')]
+    pub renditions: Vec<String>,
+    /// Which events: the swarm, the HTTP-only reference, or both in a row.
+    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    pub mode: Mode,
+    /// Extra tracker flags (repeat; e.g. `--tracker-arg=--min-first-fetchers=2`).
+    #[arg(long = "tracker-arg", allow_hyphen_values = true)]
+    pub tracker_args: Vec<String>,
+    /// Extra edge-peer flags (repeat).
+    #[arg(long = "edge-arg", allow_hyphen_values = true)]
+    pub edge_args: Vec<String>,
+    /// Write the report here as JSON too.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Which events to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The swarm.
+    Swarm,
+    /// Every viewer on HTTP only.
+    Http,
+    /// Both, the swarm first.
+    Both,
+}
+
+/// Figures of one event.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventReport {
+    /// "swarm" or "http".
+    pub mode: String,
+    /// Viewers.
+    pub viewers: usize,
+    /// Seconds measured (after the warm-up).
+    pub measured_secs: f64,
+    /// Segments published in the measured span (of the watched rendition).
+    pub segments: usize,
+    /// Their bytes.
+    pub published_bytes: u64,
+    /// Media bitrate of the watched rendition, Mb/s.
+    pub bitrate_mbit: f64,
+    /// Segment bytes the origin served in the measured span.
+    pub origin_egress_bytes: u64,
+    /// Origin egress per published segment, in copies.
+    pub origin_copies_per_segment: f64,
+    /// P2P share of the bytes viewers received (viewers' own reports).
+    pub offload: f64,
+    /// Bytes viewers received over HTTP and from peers.
+    pub http_bytes: u64,
+    /// Bytes from peers.
+    pub p2p_bytes: u64,
+    /// Segments not complete at a viewer's playback deadline, all viewers.
+    pub stalls: u64,
+    /// Segments that reached every viewer.
+    pub spread_complete: usize,
+    /// Publish → every viewer, ms.
+    pub spread_100_ms_p50: f64,
+    /// Publish → every viewer, 95th percentile over segments, ms.
+    pub spread_100_ms_p95: f64,
+    /// Publish → every viewer, worst segment, ms.
+    pub spread_100_ms_max: f64,
+    /// Median viewer startup (joined → first segment), ms.
+    pub startup_ms_p50: Option<u64>,
+    /// Data channels opened.
+    pub links_opened: u64,
+    /// Tracker introduced → channel open, p50 (from the histogram), ms.
+    pub link_setup_ms_p50: Option<f64>,
+    /// Same, p90, ms.
+    pub link_setup_ms_p90: Option<f64>,
+    /// Hash mismatches seen by viewers.
+    pub hash_failures: u64,
+    /// CPU of this whole process (every part), cores.
+    pub cpu_cores: f64,
+}
+
+/// What `swarmcast-load live` reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Each event run.
+    pub events: Vec<EventReport>,
+    /// swarm origin copies / HTTP-only origin copies, when both ran.
+    pub egress_ratio: Option<f64>,
+}
+
+/// Sums the samples of `name` (exact metric name) whose labels contain
+/// every `labels` pair, in Prometheus text.
+pub fn metric_sum(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+        })
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Cumulative bucket counts of histogram `name`: (upper bound, count).
+fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let prefix = format!("{name}_bucket{{");
+    let mut out: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(&prefix)?;
+            let le = rest.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, l.rsplit(' ').next()?.parse().ok()?))
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    out
+}
+
+/// The `q` quantile of the difference of two bucket snapshots, linear
+/// within a bucket (as Prometheus's `histogram_quantile`).
+fn quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            let old = before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1);
+            (le, n - old)
+        })
+        .collect();
+    let total = counts.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut prev = (0.0, 0.0);
+    for &(le, n) in &counts {
+        if n >= rank {
+            if le.is_infinite() {
+                return Some(prev.0);
+            }
+            let span = n - prev.1;
+            let frac = if span > 0.0 {
+                (rank - prev.1) / span
+            } else {
+                1.0
+            };
+            return Some(prev.0 + (le - prev.0) * frac);
+        }
+        prev = (le, n);
+    }
+    None
+}
+
+#[derive(Debug, Default, Clone)]
+struct SegSeen {
+    size: u64,
+    spread_100: Option<u64>,
+    first_seen: f64,
+}
+
+async fn stats(
+    client: &reqwest::Client,
+    url: &str,
+) -> Option<swarmcast_tracker::stats::StreamStats> {
+    let body = client.get(url).send().await.ok()?.bytes().await.ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+/// Runs one event and measures it.
+pub async fn run_event(
+    cfg: &LiveBench,
+    no_swarm: bool,
+    shutdown: &CancellationToken,
+) -> Result<EventReport, LoadError> {
+    let metrics = swarmcast_svc::metrics_handle();
+    let mut edge_args = cfg.edge_args.clone();
+    if no_swarm {
+        edge_args.push("--no-swarm".into());
+    }
+    let spec = EventSpec {
+        viewers: cfg.viewers,
+        renditions: cfg.renditions.clone(),
+        tracker_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        origin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tracker_args: cfg.tracker_args.clone(),
+        edge_args,
+    };
+    let mode = if no_swarm { "http" } else { "swarm" };
+    let m_start = metrics.render();
+    let event = Event::start(&spec, shutdown).await?;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .map_err(|e| LoadError::Run(e.to_string()))?;
+    let url = event.stats_url();
+    let started = Instant::now();
+    let total = Duration::from_secs(cfg.duration);
+    let warmup = Duration::from_secs(cfg.warmup.min(cfg.duration));
+    let mut seen: BTreeMap<String, SegSeen> = BTreeMap::new();
+    let prefix = format!("{STREAM}/{}/", event.rendition);
+    let mut before = None;
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    let mut last = None;
+    let mut cut_off = f64::MAX;
+    while started.elapsed() < total + Duration::from_secs(6) {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let t = started.elapsed();
+        if before.is_none() && t >= warmup {
+            before = Some((
+                metrics.render(),
+                cpu_secs(std::process::id()).unwrap_or(0.0),
+                Instant::now(),
+            ));
+        }
+        if t >= total && cut_off == f64::MAX {
+            // Segments published from now on are not counted; the last
+            // polls let the ones in flight finish spreading.
+            cut_off = t.as_secs_f64();
+            last = Some((
+                metrics.render(),
+                cpu_secs(std::process::id()).unwrap_or(0.0),
+                Instant::now(),
+                stats(&client, &url).await,
+            ));
+        }
+        if let Some(s) = stats(&client, &url).await {
+            for seg in s.segments.iter().filter(|s| s.id.starts_with(&prefix)) {
+                let e = seen.entry(seg.id.clone()).or_insert_with(|| SegSeen {
+                    first_seen: t.as_secs_f64(),
+                    ..SegSeen::default()
+                });
+                e.size = seg.size.unwrap_or(e.size);
+                e.spread_100 = seg.spread_100_ms.or(e.spread_100);
+            }
+            eprint!(
+                "\r{mode}: {:>4}/{} s  viewers {:>3}  offload {:>5.1}%  stalls {}   ",
+                t.as_secs(),
+                cfg.duration,
+                s.viewers,
+                s.offload * 100.0,
+                s.stalls
+            );
+        }
+    }
+    eprintln!();
+    event.stop().await;
+    let (Some((m0, cpu0, t0)), Some((m1, cpu1, t1, final_stats))) = (before, last) else {
+        return Err(LoadError::Run(
+            "stopped before the measurement ended".into(),
+        ));
+    };
+    let warm = warmup.as_secs_f64();
+    // Segments first seen (published) inside the measured span.
+    let counted: Vec<&SegSeen> = seen
+        .values()
+        .filter(|s| s.first_seen > warm + 2.0 && s.first_seen <= cut_off)
+        .collect();
+    let published_bytes: u64 = counted.iter().map(|s| s.size).sum();
+    let mut spread: Vec<u64> = counted.iter().filter_map(|s| s.spread_100).collect();
+    spread.sort_unstable();
+    let egress = metric_sum(
+        &m1,
+        "swarmcast_origin_egress_bytes_total",
+        &[("kind", "segment")],
+    ) - metric_sum(
+        &m0,
+        "swarmcast_origin_egress_bytes_total",
+        &[("kind", "segment")],
+    );
+    let secs = t1.duration_since(t0).as_secs_f64().max(1e-3);
+    // Links open mostly in the warm-up: setup counts the whole event.
+    let setup0 = buckets(&m_start, "swarmcast_edge_link_setup_seconds");
+    let setup1 = buckets(&m1, "swarmcast_edge_link_setup_seconds");
+    let fs = final_stats.unwrap_or_default();
+    let seg_secs = counted.len() as f64 * 2.0;
+    Ok(EventReport {
+        mode: mode.into(),
+        viewers: cfg.viewers,
+        measured_secs: secs,
+        segments: counted.len(),
+        published_bytes,
+        bitrate_mbit: if seg_secs > 0.0 {
+            published_bytes as f64 * 8.0 / seg_secs / 1e6
+        } else {
+            0.0
+        },
+        origin_egress_bytes: egress as u64,
+        origin_copies_per_segment: if published_bytes > 0 {
+            egress / published_bytes as f64
+        } else {
+            0.0
+        },
+        offload: fs.offload,
+        http_bytes: fs.http_bytes,
+        p2p_bytes: fs.p2p_bytes,
+        stalls: fs.stalls,
+        spread_complete: spread.len(),
+        spread_100_ms_p50: percentile(&spread, 0.5),
+        spread_100_ms_p95: percentile(&spread, 0.95),
+        spread_100_ms_max: spread.last().copied().unwrap_or(0) as f64,
+        startup_ms_p50: fs.startup_ms_p50,
+        links_opened: (count(&setup1) - count(&setup0)) as u64,
+        link_setup_ms_p50: quantile(&setup0, &setup1, 0.5).map(|s| s * 1000.0),
+        link_setup_ms_p90: quantile(&setup0, &setup1, 0.9).map(|s| s * 1000.0),
+        hash_failures: (metric_sum(&m1, "swarmcast_edge_hash_failures_total", &[])
+            - metric_sum(&m_start, "swarmcast_edge_hash_failures_total", &[]))
+            as u64,
+        cpu_cores: (cpu1 - cpu0) / secs,
+    })
+}
+
+fn count(b: &[(f64, f64)]) -> f64 {
+    b.last().map_or(0.0, |b| b.1)
+}
+
+/// Runs the events `cfg.mode` asks for.
+pub async fn run(cfg: LiveBench) -> Result<Report, LoadError> {
+    if cfg.viewers == 0 || cfg.duration <= cfg.warmup + 4 {
+        return Err(LoadError::Config(
+            "--viewers must be positive and --duration longer than --warmup + 4 s".into(),
+        ));
+    }
+    let shutdown = CancellationToken::new();
+    let mut events = Vec::new();
+    if cfg.mode != Mode::Http {
+        events.push(run_event(&cfg, false, &shutdown).await?);
+    }
+    if cfg.mode != Mode::Swarm {
+        events.push(run_event(&cfg, true, &shutdown).await?);
+    }
+    let copies = |m: &str| {
+        events
+            .iter()
+            .find(|e| e.mode == m)
+            .map(|e| e.origin_copies_per_segment)
+    };
+    let egress_ratio = match (copies("swarm"), copies("http")) {
+        (Some(s), Some(h)) if h > 0.0 => Some(s / h),
+        _ => None,
+    };
+    Ok(Report {
+        events,
+        egress_ratio,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEXT: &str = "# TYPE x histogram\n\
+        x_bucket{le=\"0.1\"} 1\nx_bucket{le=\"0.2\"} 3\nx_bucket{le=\"0.5\"} 4\nx_bucket{le=\"+Inf\"} 4\n\
+        x_sum 0.9\nx_count 4\n\
+        y_total{kind=\"segment\"} 10\ny_total{kind=\"playlist\"} 5\ny_total_other 7\n";
+
+    #[test]
+    fn metric_sum_matches_the_exact_name_and_labels() {
+        assert_eq!(metric_sum(TEXT, "y_total", &[]), 15.0);
+        assert_eq!(metric_sum(TEXT, "y_total", &[("kind", "segment")]), 10.0);
+        assert_eq!(metric_sum(TEXT, "nope", &[]), 0.0);
+    }
+
+    #[test]
+    fn quantile_interpolates_within_a_bucket() {
+        let b = buckets(TEXT, "x");
+        assert_eq!(b.len(), 4);
+        // rank 2 of 4 falls halfway into (0.1, 0.2].
+        let q = quantile(&[], &b, 0.5).unwrap();
+        assert!((q - 0.15).abs() < 1e-9, "{q}");
+        assert_eq!(quantile(&b, &b, 0.5), None);
+    }
+}
