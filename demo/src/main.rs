@@ -4,6 +4,7 @@
 //! seconds; Ctrl-C stops everything.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -46,6 +47,48 @@ struct DemoArgs {
     /// Stop after this many seconds (0 = until Ctrl-C).
     #[arg(long, default_value_t = 0)]
     duration: u64,
+    /// The web player's built page (default: `player-demo/dist/demo` of
+    /// this checkout, built with npm on first use when npm is installed).
+    #[arg(long)]
+    web_root: Option<PathBuf>,
+    /// Do not serve or build the web player.
+    #[arg(long)]
+    no_web: bool,
+}
+
+/// The built demo page, building it with npm when it is missing.
+fn web_root(args: &DemoArgs) -> Option<PathBuf> {
+    if args.no_web {
+        return None;
+    }
+    if let Some(dir) = &args.web_root {
+        return Some(dir.clone());
+    }
+    let pkg = Path::new(env!("CARGO_MANIFEST_DIR")).join("../player-demo");
+    let dist = pkg.join("dist/demo");
+    if dist.join("index.html").exists() {
+        return Some(dist);
+    }
+    if !pkg.join("package.json").exists() {
+        return None;
+    }
+    println!(
+        "building the web player (npm ci && npm run build in {})...",
+        pkg.display()
+    );
+    let npm = |args: &[&str]| {
+        std::process::Command::new("npm")
+            .args(args)
+            .current_dir(&pkg)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if npm(&["ci", "--no-audit", "--no-fund"]) && npm(&["run", "build"]) {
+        Some(dist)
+    } else {
+        println!("  could not build it (is npm installed?); the demo runs without the web page");
+        None
+    }
 }
 
 fn main() -> ExitCode {
@@ -58,12 +101,17 @@ fn main() -> ExitCode {
 }
 
 async fn demo(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let web = web_root(&args);
     let spec = EventSpec {
         viewers: args.peers,
         renditions: args.renditions.clone(),
         tracker_listen: args.tracker_listen,
         origin_listen: args.origin_listen,
         tracker_args: Vec::new(),
+        origin_args: web
+            .iter()
+            .flat_map(|d| ["--web-root".to_string(), d.display().to_string()])
+            .collect(),
         edge_args: Vec::new(),
     };
     let event = Event::start(&spec, &shutdown).await?;
@@ -74,6 +122,12 @@ async fn demo(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()>
     println!("  origin (HTTP only):  {origin_url}/live/{STREAM}/master.m3u8");
     if let Some(e) = event.edges.first() {
         println!("  through an edge peer: ffplay http://{e}/live/{STREAM}/{rendition}/index.m3u8");
+    }
+    if web.is_some() {
+        println!(
+            "  in a browser:         {origin_url}/player/index.html?tracker=ws://{}/v1/ws&stream={STREAM}&token={}",
+            event.tracker, event.token
+        );
     }
     println!("  tracker dashboard:   http://{}/", event.tracker);
     println!("  Ctrl-C stops everything.");

@@ -33,6 +33,8 @@ pub struct EventSpec {
     pub origin_listen: SocketAddr,
     /// Extra tracker flags.
     pub tracker_args: Vec<String>,
+    /// Extra origin flags (`--web-root` for the web player).
+    pub origin_args: Vec<String>,
     /// Extra flags of every edge peer (`--no-swarm` for the reference).
     pub edge_args: Vec<String>,
 }
@@ -48,6 +50,8 @@ pub struct Event {
     pub edges: Vec<SocketAddr>,
     /// The rendition viewers watch.
     pub rendition: String,
+    /// A viewer token for the stream (for web players).
+    pub token: String,
     shutdown: CancellationToken,
     done: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -80,20 +84,25 @@ impl Event {
             .map_err(|e| LoadError::Run(format!("tracker: {e}")))?;
         let ws = format!("ws://{}/v1/ws", tracker.addr);
         let origin = swarmcast_origin::start(
-            parse(vec![
-                "swarmcast-origin".into(),
-                "--listen".into(),
-                spec.origin_listen.to_string(),
-                "--token-secret".into(),
-                secret.clone(),
-                "--test-source".into(),
-                "--test-source-stream".into(),
-                STREAM.into(),
-                "--test-source-renditions".into(),
-                spec.renditions.join(","),
-                "--tracker".into(),
-                ws.clone(),
-            ])?,
+            parse(
+                vec![
+                    "swarmcast-origin".into(),
+                    "--listen".into(),
+                    spec.origin_listen.to_string(),
+                    "--token-secret".into(),
+                    secret.clone(),
+                    "--test-source".into(),
+                    "--test-source-stream".into(),
+                    STREAM.into(),
+                    "--test-source-renditions".into(),
+                    spec.renditions.join(","),
+                    "--tracker".into(),
+                    ws.clone(),
+                ]
+                .into_iter()
+                .chain(spec.origin_args.iter().cloned())
+                .collect(),
+            )?,
             shutdown.clone(),
         )
         .await
@@ -116,6 +125,7 @@ impl Event {
             origin: origin.addr,
             edges: Vec::new(),
             rendition: rendition.clone(),
+            token: token.clone(),
             shutdown: shutdown.clone(),
             done: vec![tracker.done, origin.done],
         };
@@ -362,6 +372,7 @@ pub async fn run_event(
         tracker_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         origin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         tracker_args: cfg.tracker_args.clone(),
+        origin_args: Vec::new(),
         edge_args,
     };
     let mode = if no_swarm { "http" } else { "swarm" };

@@ -84,6 +84,11 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_MAX_RENDITIONS", default_value_t = 8)]
     pub max_renditions: usize,
 
+    /// Directory served under `/player/` (the web player's demo page:
+    /// `player-demo/dist/demo` after `npm run build`).
+    #[arg(long, env = "SWARMCAST_WEB_ROOT")]
+    pub web_root: Option<PathBuf>,
+
     /// Directory that keeps the live window on disk, so a restarted origin
     /// keeps serving what it had.
     #[arg(long, env = "SWARMCAST_DATA_DIR")]

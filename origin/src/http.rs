@@ -39,6 +39,8 @@ pub struct App {
     pub publisher: Option<Publisher>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Static files served under `/player/` (the web player's demo page).
+    pub web_root: Option<std::path::PathBuf>,
 }
 
 const CACHE_PLAYLIST: HeaderValue = HeaderValue::from_static("public, max-age=1");
@@ -53,7 +55,7 @@ const REPR_DIGEST: header::HeaderName = header::HeaderName::from_static("repr-di
 
 /// The router, with tracing, metrics and CORS on every route.
 pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let r = Router::new()
         .route("/live/{stream}/master.m3u8", get(master))
         .route("/live/{stream}/{rendition}/{file}", get(media))
         .route(
@@ -69,8 +71,14 @@ pub fn router(app: Arc<App>) -> Router {
                 .delete(ingest_delete),
         )
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_page))
-        .route_layer(middleware::from_fn(observe))
+        .route("/metrics", get(metrics_page));
+    // The web player: static files (no directory listing, no paths outside
+    // the directory: tower-http's ServeDir refuses `..`).
+    let r = match &app.web_root {
+        Some(dir) => r.nest_service("/player", tower_http::services::ServeDir::new(dir)),
+        None => r,
+    };
+    r.route_layer(middleware::from_fn(observe))
         .fallback(not_found)
         .with_state(app)
 }

@@ -113,6 +113,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         disk,
         publisher,
         metrics: swarmcast_svc::metrics_handle(),
+        web_root: config.web_root.clone(),
     });
     let listener = swarmcast_svc::bind(config.listen, tls.is_some()).await?;
     let addr = listener

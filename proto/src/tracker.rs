@@ -332,7 +332,9 @@ pub enum ServerMsg {
         /// The peers.
         peers: Vec<PeerInfo>,
     },
-    /// A neighbour left the swarm.
+    /// Drop the link to this peer: it left the swarm, or the tracker gave
+    /// the link to a joiner (the mesh rewiring of ARCHITECTURE.md, "Peer
+    /// selection").
     PeerLeft {
         /// Who.
         peer_id: PeerId,

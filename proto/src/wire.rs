@@ -1,5 +1,6 @@
 //! The peer wire protocol: binary frames on one reliable, ordered
-//! RTCDataChannel (label `swarmcast`, protocol `swarmcast/1`).
+//! RTCDataChannel, pre-negotiated by both ends (`negotiated: true`, id 0,
+//! label `swarmcast`, protocol `swarmcast/1`).
 //!
 //! Every frame is one data-channel message of at most [`MAX_FRAME`] bytes.
 //! Integers are big-endian. Layout: a type byte, then a segment reference

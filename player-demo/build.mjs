@@ -1,0 +1,19 @@
+// Builds the SDK (dist/swarmcast.js + type declarations), the demo page
+// (dist/demo/), and with --tests the unit tests (dist/test/*.test.js).
+import { build } from "esbuild";
+import { execFileSync } from "node:child_process";
+import { readdirSync, mkdirSync, copyFileSync } from "node:fs";
+
+const tests = process.argv.includes("--tests");
+const common = { bundle: true, format: "esm", target: "es2022", sourcemap: true, logLevel: "warning" };
+
+if (tests) {
+  const entries = readdirSync("test").filter((f) => f.endsWith(".test.ts")).map((f) => `test/${f}`);
+  await build({ ...common, entryPoints: entries, outdir: "dist/test", platform: "node", outExtension: { ".js": ".js" } });
+} else {
+  await build({ ...common, entryPoints: ["src/index.ts"], outfile: "dist/swarmcast.js", platform: "browser", external: ["hls.js"] });
+  await build({ ...common, entryPoints: ["demo/demo.ts"], outfile: "dist/demo/demo.js", platform: "browser", minify: false });
+  mkdirSync("dist/demo", { recursive: true });
+  copyFileSync("demo/index.html", "dist/demo/index.html");
+  execFileSync("npx", ["tsc", "--emitDeclarationOnly", "--declaration", "--outDir", "dist/types"], { stdio: "inherit" });
+}
