@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace. What the tests need from Debian
-# (ffmpeg/ffprobe for the live-ingest tests) is installed when missing.
+# Runs every test: the Rust workspace, the web player's unit tests, and the
+# browser tests (Debian's Chromium driven by Playwright, in a network
+# namespace that has only the loopback interface). What the tests need from
+# Debian (ffmpeg, fonts, chromium, iproute2) and npm is installed when missing.
+# Arguments go to `cargo test`; SWARMCAST_SKIP_BROWSER=1 skips the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +19,9 @@ missing=()
 { command -v ffmpeg && command -v ffprobe; } >/dev/null 2>&1 || missing+=(ffmpeg)
 # drawtext (the test source's clock) needs a font fontconfig can find.
 { command -v fc-match >/dev/null 2>&1 && fc-match -f '%{file}' sans | grep -q .; } || missing+=(fontconfig fonts-dejavu-core)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
@@ -24,3 +30,20 @@ fi
 # (cargo test builds only the binaries of packages that have their own tests).
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
+
+# The web player: type check, unit tests (golden vectors, viewer logic),
+# the build the origin serves, then the browser tests.
+(
+  cd player-demo
+  npm ci --no-audit --no-fund --loglevel=error
+  npx tsc --noEmit -p .
+  npm test
+  npm run build
+  if [ "${SWARMCAST_SKIP_BROWSER:-0}" != 1 ]; then
+    # A fresh network namespace with only `lo`: no ICE candidate can name
+    # another interface, and nothing leaves this machine.
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo unshare -n -- sh -c 'ip link set lo up && exec npx playwright test'
+  fi
+)
