@@ -12,8 +12,8 @@ if (tests) {
   await build({ ...common, entryPoints: entries, outdir: "dist/test", platform: "node", outExtension: { ".js": ".js" } });
 } else {
   await build({ ...common, entryPoints: ["src/index.ts"], outfile: "dist/swarmcast.js", platform: "browser", external: ["hls.js"] });
-  await build({ ...common, entryPoints: ["demo/demo.ts"], outfile: "dist/demo/demo.js", platform: "browser", minify: false });
+  await build({ ...common, entryPoints: ["demo/demo.ts"], outfile: "dist/demo/demo.js", platform: "browser", minify: true });
   mkdirSync("dist/demo", { recursive: true });
   copyFileSync("demo/index.html", "dist/demo/index.html");
-  execFileSync("npx", ["tsc", "--emitDeclarationOnly", "--declaration", "--outDir", "dist/types"], { stdio: "inherit" });
+  execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" });
 }
