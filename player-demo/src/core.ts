@@ -21,6 +21,7 @@
 //   delivered; their senders are dropped and reported.
 
 import type { Frame, RejectReason } from "./wire.js";
+import { mulberry32 as rng } from "./prng.js";
 import type { SegmentMeta } from "./tracker.js";
 import { segmentRef } from "./tracker.js";
 
@@ -135,17 +136,6 @@ const CHECK_MS = 100;
 /** A peer that has sent no byte this long after a request is too slow. */
 const FIRST_BYTE_MS = 400;
 
-/** mulberry32: a small seeded PRNG (the Rust core uses a seeded SmallRng). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export class Core {
   readonly stats: Stats = {

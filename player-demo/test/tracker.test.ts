@@ -3,6 +3,7 @@
 // hostile input to the server-message decoder.
 
 import { test } from "node:test";
+import { mulberry32 as prng } from "../src/prng.js";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
@@ -260,17 +261,6 @@ test("decodeServer follows the Rust decoder where the vectors are silent", () =>
 
 // ---- hostile input ------------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function onlyMessageError(text: string, what: string): void {
   try {

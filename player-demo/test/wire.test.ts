@@ -3,6 +3,7 @@
 // hostile input: random bytes, truncations, and the chunker.
 
 import { test } from "node:test";
+import { mulberry32 as prng } from "../src/prng.js";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
@@ -188,17 +189,6 @@ test("frames.json: every truncation of a valid frame is refused (a chunk cut in 
 
 // ---- hostile input ---------------------------------------------------------
 
-/** mulberry32: a small seeded PRNG, so a failure can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Decodes hostile bytes: only FrameError may be thrown, and what decodes re-encodes to the same bytes. */
 function checkHostile(buf: Uint8Array, what: string): boolean {
