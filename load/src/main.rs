@@ -28,6 +28,10 @@ enum Cmd {
     /// source, N edge peers) with the swarm and with HTTP only, and report
     /// origin egress, offload, stalls and spread time side by side.
     Live(swarmcast_load::live::LiveBench),
+    /// Simulate a live event in virtual time: the real swarm core for every
+    /// viewer and the real tracker logic over a network model, with the
+    /// tracker's plan and its baselines (random mesh, HTTP only).
+    Sim(swarmcast_load::sim::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,7 @@ fn main() -> ExitCode {
             let json = cfg.json.clone();
             report(rt.block_on(swarmcast_load::link::run(cfg)), json)
         }
+        Cmd::Sim(args) => report(swarmcast_load::sim::run_cli(&args), args.json.clone()),
         Cmd::Live(cfg) => {
             let json = cfg.json.clone();
             report(rt.block_on(swarmcast_load::live::run(cfg)), json)

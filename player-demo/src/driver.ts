@@ -74,6 +74,8 @@ function randomId(): string {
 }
 
 const now = (): number => Math.floor(performance.now());
+/** Longest wait for the player's start before links are set up, ms. */
+const LINK_DELAY_MS = 2000;
 
 export class Swarm extends EventTarget {
   readonly peerId = randomId();
@@ -95,6 +97,10 @@ export class Swarm extends EventTarget {
   private directHttpBytes = 0;
   private uploaded = 0;
   private readonly setupMs: number[] = [];
+  private readonly created = performance.now();
+  private linksReleased = false;
+  private deferred: ServerMsg[] = [];
+  private deferTimer: ReturnType<typeof setTimeout> | undefined;
   /** Set by the player glue. */
   player = { stalls: 0, stallMs: 0, startupMs: undefined as number | undefined, latencyMs: undefined as number | undefined };
 
@@ -192,6 +198,7 @@ export class Swarm extends EventTarget {
       }
       case "peers":
         if (this.cfg.httpOnly) break;
+        if (this.deferLinks(msg)) break;
         for (const p of msg.peers) {
           this.kinds.set(p.peer_id, p.kind);
           if (!this.links.has(p.peer_id) && this.links.size < (this.cfg.maxPeers ?? 8)) this.newLink(p.peer_id, p.initiator);
@@ -199,6 +206,7 @@ export class Swarm extends EventTarget {
         break;
       case "signal": {
         if (this.cfg.httpOnly) break;
+        if (this.deferLinks(msg)) break;
         if (!this.links.has(msg.from) && msg.signal.kind === "offer" && this.links.size < (this.cfg.maxPeers ?? 8)) {
           this.newLink(msg.from, false);
         }
@@ -217,6 +225,33 @@ export class Swarm extends EventTarget {
       default:
         break;
     }
+  }
+
+  /**
+   * Until the player has started (or for at most LINK_DELAY_MS), links
+   * wait: setting up several peer connections (ICE, DTLS) competes with
+   * the player's own startup for the CPU, and startup must not be slower
+   * than HTTP-only. Returns true when `msg` was queued.
+   */
+  private deferLinks(msg: ServerMsg): boolean {
+    if (this.linksReleased) return false;
+    if (this.player.startupMs !== undefined || performance.now() - this.created > LINK_DELAY_MS) {
+      this.releaseLinks();
+      return false;
+    }
+    this.deferred.push(msg);
+    if (this.deferTimer === undefined) this.deferTimer = setTimeout(() => this.releaseLinks(), LINK_DELAY_MS);
+    return true;
+  }
+
+  /** Lets the queued introductions and offers through (the player glue calls it on `playing`). */
+  releaseLinks(): void {
+    if (this.linksReleased) return;
+    this.linksReleased = true;
+    if (this.deferTimer !== undefined) clearTimeout(this.deferTimer);
+    const queued = this.deferred;
+    this.deferred = [];
+    for (const m of queued) this.onTracker(m);
   }
 
   private trimKnown(): void {

@@ -41,6 +41,7 @@ export function attachSwarmcast(hls: HlsLike, cfg: SwarmConfig): Swarm {
       if (!playing) {
         playing = true;
         swarm.player.startupMs = performance.now() - started;
+        swarm.releaseLinks();
       }
       if (stallStart !== undefined) {
         swarm.player.stallMs += performance.now() - stallStart;

@@ -83,8 +83,12 @@ export function fragmentLoader(swarm: Swarm, Fallback: LoaderClass, media: () =>
       const frag = ctx.frag;
       let pending: Promise<Uint8Array> | undefined;
       if (seg && !ranged && frag && typeof frag.sn === "number") {
+        // Before playback starts the player needs every fragment now (a
+        // startup that waited for the swarm would be slower than HTTP);
+        // once it plays, a fragment is needed when the playhead gets there.
         const video = media();
-        const ahead = video ? Math.max(0, frag.start - video.currentTime) / Math.max(0.1, video.playbackRate || 1) : 0;
+        const playing = video !== null && !video.paused && video.readyState >= 3 && video.currentTime > 0;
+        const ahead = playing ? Math.max(0, frag.start - video.currentTime) / Math.max(0.1, video.playbackRate || 1) : 0;
         pending = swarm.get(seg.rendition, seg.seq, performance.now() + ahead * 1000, ctx.url);
       }
       if (!pending) {

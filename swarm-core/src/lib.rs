@@ -314,7 +314,7 @@ pub struct Core {
     cfg: CoreConfig,
     rng: SmallRng,
     segs: BTreeMap<RenditionId, BTreeMap<Seq, Seg>>,
-    peers: HashMap<PeerId, Neighbour>,
+    peers: BTreeMap<PeerId, Neighbour>,
     http_reqs: HashMap<u64, (RenditionId, Seq)>,
     next_req: u64,
     http_rate: f64,
@@ -339,7 +339,7 @@ impl Core {
         Self {
             rng: SmallRng::seed_from_u64(seed),
             segs: BTreeMap::new(),
-            peers: HashMap::new(),
+            peers: BTreeMap::new(),
             http_reqs: HashMap::new(),
             next_req: 1,
             http_rate,
@@ -1127,6 +1127,9 @@ impl Core {
                 })
                 .map(|(id, n)| (id, n.rate.unwrap_or(self.cfg.peer_rate)))
                 .collect();
+            // A fixed order before the seeded shuffle: the map's own order
+            // is not (same seed, same decisions).
+            holders.sort_by(|x, y| x.0.cmp(y.0));
             holders.shuffle(&mut self.rng);
             holders.sort_by(|x, y| y.1.total_cmp(&x.1));
             if let Some((peer, rate)) = holders.first().map(|(p, r)| ((*p).clone(), *r)) {

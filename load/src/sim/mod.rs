@@ -1,0 +1,1231 @@
+//! `swarmcast-load sim`: a live event in virtual time. Every viewer runs
+//! the real swarm core (`swarmcast-swarm-core`, the code of the edge peer)
+//! and the tracker is the real sans-IO swarm (`swarmcast_tracker::swarm`:
+//! neighbour selection, the dissemination plan, the index); only the
+//! network is a model (see ARCHITECTURE.md, "The event simulator"):
+//!
+//! - each viewer has an upload and a download capacity and a one-way
+//!   latency drawn from the scenario; a link between two viewers costs the
+//!   sum of their latencies; a share of pairs cannot connect (NAT);
+//! - a peer transfer gets, when it starts, the sender's upload divided among
+//!   its active uploads and the receiver's download divided among its
+//!   active downloads, and arrives in 4 pieces;
+//! - HTTP comes from a CDN with its own time to first byte, at the
+//!   viewer's download rate (or its share of an office WAN link);
+//! - segment bytes are scaled down (1 simulated byte = `SCALE` real
+//!   bytes) so that 100,000 cores fit in memory; times use the real sizes.
+//!
+//! Deterministic: one seed gives one report.
+
+pub mod scenario;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use rand::rngs::SmallRng;
+use rand::{Rng as _, SeedableRng as _};
+use serde::Serialize;
+use swarmcast_proto::tracker::{ClientKind, ClientMsg, SegmentRef, ServerMsg};
+use swarmcast_proto::wire::Frame;
+use swarmcast_proto::{PeerId, RenditionId, SegmentId, SegmentMeta, Sha256Digest, StreamId};
+use swarmcast_swarm_core::{Action, Core, CoreConfig};
+use swarmcast_tracker::swarm::{JoinRequest, Recipients, Slot, Swarm, SwarmConfig};
+
+pub use scenario::{Policy, Scenario};
+
+/// Real bytes per simulated byte.
+pub const SCALE: u64 = 4096;
+/// A transfer arrives in evenly spaced pieces, one per this many ms (the
+/// core checks progress every 100 ms; real chunks arrive continuously),
+/// at least 2 and at most `MAX_PIECES`.
+const PIECE_MS: u64 = 80;
+const MAX_PIECES: u64 = 16;
+
+fn pieces(dur: Ms) -> u64 {
+    dur.div_ceil(PIECE_MS).clamp(2, MAX_PIECES)
+}
+/// Segments each simulated core keeps (enough for the deadlines in play).
+const CORE_WINDOW: usize = 8;
+
+type Ms = u64;
+
+/// What the simulator reports (the `--json` file).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Scenario name.
+    pub scenario: String,
+    /// Policy simulated.
+    pub policy: Policy,
+    /// Seed.
+    pub seed: u64,
+    /// Peak viewers.
+    pub viewers: usize,
+    /// Viewers that took part (joins, including churn replacements).
+    pub sessions: usize,
+    /// Simulated seconds.
+    pub duration_s: u64,
+    /// Segments published.
+    pub segments: u64,
+    /// P2P share of media bytes received.
+    pub offload: f64,
+    /// Origin/CDN egress, bytes.
+    pub origin_egress_bytes: u64,
+    /// Origin/CDN egress per published segment, in copies.
+    pub origin_copies_per_segment: f64,
+    /// Time stalled / time watched.
+    pub rebuffering_ratio: f64,
+    /// Stalls, all viewers.
+    pub stalls: u64,
+    /// Join → first segment, ms: p50, p95.
+    pub startup_time_ms: Quantiles,
+    /// Publish → 50 %, 95 %, 100 % of the viewers present, ms (p50 over segments).
+    pub spread_time_ms: Spread,
+    /// Mean open links per viewer at the end.
+    pub peers_per_viewer: f64,
+    /// Tracker messages (both ways) bytes per delivered media byte.
+    pub signalling_overhead: f64,
+    /// Hash failures.
+    pub hash_failures: u64,
+    /// Peer transfers given up as too slow (the cores' own count).
+    pub slow_transfers: u64,
+    /// Requests refused (busy, not found), all cores.
+    pub rejected_requests: u64,
+    /// Offload over time: (second, offload in that 10 s window).
+    pub offload_over_time: Vec<(u64, f64)>,
+    /// Origin egress over time: (second, copies per segment in that window).
+    pub egress_over_time: Vec<(u64, f64)>,
+    /// Spread to 95 % per segment, ms.
+    pub spread_95_per_segment: Vec<u64>,
+    /// Stall time per viewer (ms), sorted.
+    pub stall_ms_per_viewer: Vec<u64>,
+    /// Wall-clock seconds the simulation took.
+    pub wall_s: f64,
+    /// Peak resident memory, bytes (Linux).
+    pub peak_rss_bytes: u64,
+}
+
+/// p50 and p95.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Quantiles {
+    /// Median.
+    pub p50: f64,
+    /// 95th percentile.
+    pub p95: f64,
+}
+
+/// Spread times (p50 over segments of each).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Spread {
+    /// Publish → 50 % of viewers.
+    pub p50_of_50: f64,
+    /// Publish → 95 % of viewers.
+    pub p50_of_95: f64,
+    /// Publish → 95 % of viewers, 95th percentile over segments.
+    pub p95_of_95: f64,
+    /// Publish → every viewer.
+    pub p50_of_100: f64,
+}
+
+enum Ev {
+    Publish(u64),
+    Join(usize),
+    Leave(usize),
+    /// A tracker message reaches a viewer.
+    FromTracker(usize, Rc<ServerMsg>),
+    /// A viewer's message reaches the tracker.
+    ToTracker(usize, ClientMsg),
+    LinkUp(usize, usize),
+    LinkFail(usize, usize),
+    Frame {
+        to: usize,
+        from: usize,
+        frame: Frame,
+    },
+    Piece {
+        to: usize,
+        from: usize,
+        seq: u64,
+        frame: Frame,
+        last: bool,
+    },
+    Http {
+        v: usize,
+        req: u64,
+        data: Bytes,
+        last: bool,
+    },
+    Timeout(usize, Ms),
+    TrackerTimeout(Ms),
+    Sample,
+}
+
+struct Queued {
+    at: Ms,
+    order: u64,
+    ev: Ev,
+}
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        (self.at, self.order) == (o.at, o.order)
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        (self.at, self.order).cmp(&(o.at, o.order))
+    }
+}
+
+struct Viewer {
+    id: PeerId,
+    core: Core,
+    /// Real bytes per ms.
+    up: f64,
+    down: f64,
+    latency: Ms,
+    slot: Option<Slot>,
+    present: bool,
+    joined_at: Ms,
+    first_segment: Option<Ms>,
+    links: Vec<usize>,
+    active_up: u32,
+    active_down: u32,
+    timer: Option<Ms>,
+    stall_offset: Ms,
+    stall_ms: Ms,
+    stalls: u64,
+    first_played: Option<u64>,
+    left_at: Option<Ms>,
+    http_reqs: BTreeMap<u64, u64>,
+}
+
+struct SegInfo {
+    published: Ms,
+    population: u32,
+    got: u32,
+    t50: Option<Ms>,
+    t95: Option<Ms>,
+    t100: Option<Ms>,
+}
+
+struct Sim {
+    sc: Scenario,
+    policy: Policy,
+    now: Ms,
+    order: u64,
+    queue: BinaryHeap<Reverse<Queued>>,
+    rng: SmallRng,
+    viewers: Vec<Viewer>,
+    by_id: BTreeMap<PeerId, usize>,
+    by_slot: BTreeMap<Slot, usize>,
+    tracker: Swarm,
+    publisher: Slot,
+    rendition: RenditionId,
+    stream: StreamId,
+    seg_real: u64,
+    seg_sim: usize,
+    segs: BTreeMap<u64, SegInfo>,
+    content: BTreeMap<u64, (SegmentMeta, Bytes)>,
+    cancelled: BTreeSet<(usize, usize, u64)>,
+    /// Links being set up (lower index first).
+    pending: BTreeSet<(usize, usize)>,
+    http_cancelled: BTreeSet<(usize, u64)>,
+    http_active_wan: u32,
+    published: u64,
+    http_bytes: u64,
+    p2p_bytes: u64,
+    tracker_bytes: u64,
+    hash_failures: u64,
+    window: (u64, u64, u64),
+    offload_over_time: Vec<(u64, f64)>,
+    egress_over_time: Vec<(u64, f64)>,
+    end: Ms,
+    trace: Option<usize>,
+}
+
+fn core_config(sc: &Scenario, r: RenditionId) -> CoreConfig {
+    let mut c = CoreConfig::viewer(r);
+    c.window_segments = CORE_WINDOW;
+    c.playback_delay_ms = sc.player.playback_delay_ms;
+    if let Some(n) = sc.player.upload_slots {
+        c.upload_slots = n;
+    }
+    c.http_rate /= SCALE as f64;
+    c.peer_rate /= SCALE as f64;
+    c
+}
+
+impl Sim {
+    fn at(&mut self, at: Ms, ev: Ev) {
+        self.order += 1;
+        self.queue.push(Reverse(Queued {
+            at,
+            order: self.order,
+            ev,
+        }));
+    }
+
+    fn new_viewer(&mut self, joined_at: Ms) -> usize {
+        let i = self.viewers.len();
+        let kbps =
+            |d: &scenario::Dist, rng: &mut SmallRng| d.draw(rng).max(1.0) * 1000.0 / 8.0 / 1000.0;
+        let up = kbps(&self.sc.network.upload_kbps, &mut self.rng);
+        let down = kbps(&self.sc.network.download_kbps, &mut self.rng);
+        let latency = self.sc.network.latency_ms.draw(&mut self.rng).round() as Ms;
+        let id = PeerId::new(format!("v{i}")).expect("a valid id");
+        let seed = self.rng.random();
+        self.viewers.push(Viewer {
+            id: id.clone(),
+            core: Core::new(core_config(&self.sc, self.rendition), seed),
+            up,
+            down,
+            latency,
+            slot: None,
+            present: false,
+            joined_at,
+            first_segment: None,
+            links: Vec::new(),
+            active_up: 0,
+            active_down: 0,
+            timer: None,
+            stall_offset: 0,
+            stall_ms: 0,
+            stalls: 0,
+            first_played: None,
+            left_at: None,
+            http_reqs: BTreeMap::new(),
+        });
+        self.by_id.insert(id, i);
+        // Lifetime: exponential with the scenario's leave rate.
+        let per_min = self.sc.churn.leave_per_min;
+        if per_min > 0.0 {
+            let lambda = -(1.0 - per_min).ln() / 60_000.0;
+            let u: f64 = self.rng.random::<f64>().max(1e-12);
+            let life = (-u.ln() / lambda) as Ms;
+            let leave = joined_at.saturating_add(life);
+            if leave < self.end {
+                self.at(leave, Ev::Leave(i));
+            }
+        }
+        self.at(joined_at, Ev::Join(i));
+        i
+    }
+
+    fn unreachable(&self, a: usize, b: usize) -> bool {
+        let (x, y) = (a.min(b) as u64, a.max(b) as u64);
+        let h = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+            .wrapping_mul(0x1656_67B1_9E37_79F9);
+        (h >> 11) as f64 / (1u64 << 53) as f64 <= self.sc.network.unreachable_pairs
+    }
+
+    fn send_tracker(&mut self, v: usize, msg: ClientMsg) {
+        let lat = self.viewers[v].latency;
+        self.at(self.now + lat, Ev::ToTracker(v, msg));
+    }
+
+    fn drain_tracker(&mut self) {
+        while let Some(out) = self.tracker.poll_output() {
+            let Ok(text) = std::str::from_utf8(&out.text) else {
+                continue;
+            };
+            let Ok(msg) = ServerMsg::decode(text) else {
+                continue;
+            };
+            let msg = Rc::new(msg);
+            let slots = match out.to {
+                Recipients::One(s) => vec![s],
+                Recipients::Many(v) => v,
+            };
+            self.tracker_bytes += out.text.len() as u64 * slots.len() as u64;
+            for s in slots {
+                if let Some(&v) = self.by_slot.get(&s) {
+                    let lat = self.viewers[v].latency;
+                    self.at(self.now + lat, Ev::FromTracker(v, msg.clone()));
+                }
+            }
+        }
+        if let Some(t) = self.tracker.poll_timeout() {
+            self.at(t.max(self.now), Ev::TrackerTimeout(t));
+        }
+    }
+
+    fn publish(&mut self, seq: u64) {
+        let mut data = vec![0u8; self.seg_sim];
+        let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        for b in &mut data {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let meta = SegmentMeta {
+            id: SegmentId::new(self.stream.clone(), self.rendition, seq),
+            size: self.seg_sim as u64,
+            sha256: Sha256Digest::of(&data),
+            duration_ms: self.sc.stream.segment_ms as u32,
+            published_at_ms: self.now,
+        };
+        let population = self.viewers.iter().filter(|v| v.present).count() as u32;
+        self.segs.insert(
+            seq,
+            SegInfo {
+                published: self.now,
+                population,
+                got: 0,
+                t50: None,
+                t95: None,
+                t100: None,
+            },
+        );
+        self.content.insert(seq, (meta.clone(), Bytes::from(data)));
+        if seq >= 40 {
+            self.content.remove(&(seq - 40));
+        }
+        self.published += 1;
+        match self.policy {
+            Policy::Plan => {
+                self.tracker
+                    .handle(self.now, self.publisher, ClientMsg::Publish { meta });
+                self.drain_tracker();
+            }
+            // No plan: every viewer hears of the segment from the tracker
+            // (the same latency) and decides alone.
+            Policy::RandomMesh | Policy::HttpOnly => {
+                self.tracker
+                    .handle(self.now, self.publisher, ClientMsg::Publish { meta });
+                self.drain_tracker();
+            }
+        }
+    }
+
+    fn pump(&mut self, v: usize) {
+        loop {
+            let Some(a) = self.viewers[v].core.poll_action() else {
+                break;
+            };
+            self.act(v, a);
+        }
+        let t = self.viewers[v].core.poll_timeout();
+        if t.is_some() && t != self.viewers[v].timer {
+            self.viewers[v].timer = t;
+            if let Some(t) = t {
+                self.at(t.max(self.now), Ev::Timeout(v, t));
+            }
+        }
+    }
+
+    fn act(&mut self, v: usize, a: Action) {
+        let now = self.now;
+        if self.trace == Some(v) {
+            match &a {
+                Action::Serve {
+                    peer,
+                    seq,
+                    from,
+                    to,
+                    ..
+                } => eprintln!("{now} v{v} serve {peer} {seq} {from}..{to}"),
+                Action::Complete { meta, source, .. } => {
+                    eprintln!("{now} v{v} complete {} {source:?}", meta.id)
+                }
+                Action::Send { peer, frame } => eprintln!("{now} v{v} send {peer} {frame:?}"),
+                other => eprintln!("{now} v{v} {other:?}"),
+            }
+        }
+        match a {
+            Action::Send { peer, frame } => {
+                if let Some(&to) = self.by_id.get(&peer) {
+                    if self.viewers[v].links.contains(&to) {
+                        let lat = self.viewers[v].latency + self.viewers[to].latency;
+                        self.at(now + lat, Ev::Frame { to, from: v, frame });
+                    }
+                }
+            }
+            Action::Serve {
+                peer,
+                seq,
+                data,
+                from,
+                to: end,
+                rendition,
+            } => {
+                let Some(&to) = self.by_id.get(&peer) else {
+                    self.viewers[v]
+                        .core
+                        .handle_upload_done(now, &peer, rendition, seq);
+                    return;
+                };
+                self.cancelled.remove(&(v, to, seq));
+                let real = (u64::from(end - from)) * SCALE;
+                self.viewers[v].active_up += 1;
+                self.viewers[to].active_down += 1;
+                let rate = (self.viewers[v].up / f64::from(self.viewers[v].active_up))
+                    .min(self.viewers[to].down / f64::from(self.viewers[to].active_down))
+                    .max(1e-3);
+                let dur = (real as f64 / rate).ceil() as Ms;
+                let lat = self.viewers[v].latency + self.viewers[to].latency;
+                let total = data.len() as u32;
+                let span = end - from;
+                let mut a0 = from;
+                let n = pieces(dur);
+                for k in 0..n {
+                    let e = k + 1;
+                    let a1 = from + (u64::from(span) * e / n) as u32;
+                    if a1 <= a0 {
+                        continue;
+                    }
+                    let frame = Frame::Chunk {
+                        rendition,
+                        seq,
+                        offset: a0,
+                        total,
+                        data: data.slice(a0 as usize..a1 as usize),
+                    };
+                    let t = now + lat + dur * e / n;
+                    self.at(
+                        t,
+                        Ev::Piece {
+                            to,
+                            from: v,
+                            seq,
+                            frame,
+                            last: e == n,
+                        },
+                    );
+                    a0 = a1;
+                }
+            }
+            Action::StopServing { peer, seq, .. } => {
+                // The sender stops: its uplink (and the receiver's downlink)
+                // is free at once; the pieces still queued are dropped.
+                if let Some(&to) = self.by_id.get(&peer) {
+                    if self.cancelled.insert((v, to, seq)) {
+                        self.viewers[v].active_up = self.viewers[v].active_up.saturating_sub(1);
+                        self.viewers[to].active_down =
+                            self.viewers[to].active_down.saturating_sub(1);
+                    }
+                }
+            }
+            Action::HttpGet { req, meta, from } => {
+                let seq = meta.id.seq;
+                self.viewers[v].http_reqs.insert(req, seq);
+                let Some((_, data)) = self.content.get(&seq).cloned() else {
+                    self.viewers[v].core.handle_http_failed(now, req);
+                    return;
+                };
+                let from = from as usize;
+                let real = (data.len() - from) as u64 * SCALE;
+                let mut rate = self.viewers[v].down;
+                if self.sc.network.shared_wan_kbps > 0 {
+                    self.http_active_wan += 1;
+                    let wan = f64::from(self.sc.network.shared_wan_kbps) / 8.0;
+                    rate = rate.min(wan / f64::from(self.http_active_wan));
+                }
+                let dur = (real as f64 / rate.max(1e-3)).ceil() as Ms;
+                let ttfb = self.sc.cdn.latency_ms as Ms + self.viewers[v].latency;
+                let span = (data.len() - from) as u64;
+                let mut a0 = from;
+                let n = pieces(dur);
+                for e in 1..=n {
+                    let a1 = from + (span * e / n) as usize;
+                    let last = e == n;
+                    if a1 <= a0 && !last {
+                        continue;
+                    }
+                    let t = now + ttfb + dur * e / n;
+                    self.at(
+                        t,
+                        Ev::Http {
+                            v,
+                            req,
+                            data: data.slice(a0..a1.max(a0)),
+                            last,
+                        },
+                    );
+                    a0 = a1.max(a0);
+                }
+            }
+            Action::HttpCancel { req } => {
+                self.http_cancelled.insert((v, req));
+            }
+            Action::Complete { meta, source, .. } => {
+                let _ = source;
+                let seq = meta.id.seq;
+                let vw = &mut self.viewers[v];
+                vw.first_segment.get_or_insert(now);
+                // Playback: the first segment completed starts the clock.
+                let first = *vw.first_played.get_or_insert(seq);
+                if seq >= first {
+                    if let Some(info) = self.segs.get(&seq) {
+                        let due =
+                            info.published + self.sc.player.playback_delay_ms + vw.stall_offset;
+                        if now > due {
+                            vw.stall_ms += now - due;
+                            vw.stall_offset += now - due;
+                            vw.stalls += 1;
+                        }
+                    }
+                }
+                if let Some(info) = self.segs.get_mut(&seq) {
+                    info.got += 1;
+                    let pop = info.population.max(1);
+                    let dt = now - info.published;
+                    if info.t50.is_none() && info.got * 2 >= pop {
+                        info.t50 = Some(dt);
+                    }
+                    if info.t95.is_none() && info.got * 100 >= pop * 95 {
+                        info.t95 = Some(dt);
+                    }
+                    if info.t100.is_none() && info.got >= pop {
+                        info.t100 = Some(dt);
+                    }
+                }
+                let r = self.rendition;
+                self.send_tracker(
+                    v,
+                    ClientMsg::Have {
+                        segments: vec![SegmentRef { rendition: r, seq }],
+                    },
+                );
+            }
+            Action::Evicted { rendition, seq } => self.send_tracker(
+                v,
+                ClientMsg::Lost {
+                    segments: vec![SegmentRef { rendition, seq }],
+                },
+            ),
+            Action::DropPeer { peer, reason } => {
+                let _ = reason;
+                if let Some(&o) = self.by_id.get(&peer) {
+                    self.unlink(v, o);
+                }
+            }
+        }
+    }
+
+    fn unlink(&mut self, a: usize, b: usize) {
+        let had = self.viewers[a].links.contains(&b);
+        self.viewers[a].links.retain(|&x| x != b);
+        self.viewers[b].links.retain(|&x| x != a);
+        if !had {
+            return;
+        }
+        let (ia, ib) = (self.viewers[a].id.clone(), self.viewers[b].id.clone());
+        let now = self.now;
+        self.viewers[a].core.handle_peer_down(now, &ib);
+        self.viewers[b].core.handle_peer_down(now, &ia);
+        self.pump(a);
+        self.pump(b);
+        for (x, other) in [(a, ib), (b, ia)] {
+            if self.viewers[x].present {
+                self.send_tracker(x, ClientMsg::PeerClosed { peer_id: other });
+                self.send_tracker(x, ClientMsg::WantPeers { count: 1 });
+            }
+        }
+    }
+
+    fn on_tracker(&mut self, v: usize, msg: &ServerMsg) {
+        if !self.viewers[v].present {
+            return;
+        }
+        let now = self.now;
+        match msg {
+            ServerMsg::Segment { meta } | ServerMsg::Fetch { meta } => {
+                let first = match self.policy {
+                    Policy::Plan => matches!(msg, ServerMsg::Fetch { .. }),
+                    Policy::HttpOnly => true,
+                    // Alone: about one viewer per neighbourhood fetches at once.
+                    Policy::RandomMesh => {
+                        self.rng.random::<f64>()
+                            < 1.0 / (f64::from(self.sc.tracker.neighbours) + 1.0)
+                    }
+                };
+                self.viewers[v]
+                    .core
+                    .handle_published(now, meta.clone(), first);
+                self.pump(v);
+            }
+            ServerMsg::Peers { peers } => {
+                if self.policy == Policy::HttpOnly {
+                    return;
+                }
+                for p in peers.iter().filter(|p| p.initiator) {
+                    let Some(&o) = self.by_id.get(&p.peer_id) else {
+                        continue;
+                    };
+                    let rtt = 2 * (self.viewers[v].latency + self.viewers[o].latency);
+                    // Offer/answer through the tracker, ICE, DTLS, SCTP.
+                    let setup =
+                        2 * (self.viewers[v].latency + self.viewers[o].latency) + 3 * rtt + 20;
+                    self.pending.insert((v.min(o), v.max(o)));
+                    if self.unreachable(v, o) {
+                        self.at(now + setup + 5_000, Ev::LinkFail(v, o));
+                    } else {
+                        self.at(now + setup, Ev::LinkUp(v, o));
+                    }
+                }
+            }
+            ServerMsg::PeerLeft { peer_id } => {
+                if let Some(&o) = self.by_id.get(peer_id) {
+                    // A link still being set up is abandoned too.
+                    self.pending.remove(&(v.min(o), v.max(o)));
+                    self.unlink(v, o);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now = self.now;
+        match ev {
+            Ev::Publish(seq) => {
+                self.publish(seq);
+                let next = now + self.sc.stream.segment_ms;
+                if next < self.end {
+                    self.at(next, Ev::Publish(seq + 1));
+                }
+            }
+            Ev::Join(v) => {
+                let req = JoinRequest {
+                    peer_id: self.viewers[v].id.clone(),
+                    kind: ClientKind::Native,
+                    region: None,
+                    upload_kbps: (self.viewers[v].up * 8.0) as u32,
+                };
+                if let Ok(slot) = self.tracker.join(now, req) {
+                    self.viewers[v].slot = Some(slot);
+                    self.viewers[v].present = true;
+                    self.viewers[v].joined_at = now;
+                    self.by_slot.insert(slot, v);
+                    self.drain_tracker();
+                }
+            }
+            Ev::Leave(v) => {
+                if !self.viewers[v].present {
+                    return;
+                }
+                self.viewers[v].present = false;
+                self.viewers[v].left_at = Some(now);
+                if let Some(slot) = self.viewers[v].slot.take() {
+                    self.by_slot.remove(&slot);
+                    self.tracker.leave(now, slot);
+                }
+                for o in self.viewers[v].links.clone() {
+                    let id = self.viewers[v].id.clone();
+                    self.viewers[o].links.retain(|&x| x != v);
+                    self.viewers[o].core.handle_peer_down(now, &id);
+                    self.pump(o);
+                }
+                self.viewers[v].links.clear();
+                self.drain_tracker();
+                // A replacement joins.
+                self.new_viewer(now);
+            }
+            Ev::FromTracker(v, msg) => self.on_tracker(v, &msg),
+            Ev::ToTracker(v, msg) => {
+                if let Some(slot) = self.viewers[v].slot {
+                    self.tracker_bytes += msg.encode().len() as u64;
+                    self.tracker.handle(now, slot, msg);
+                    self.drain_tracker();
+                }
+            }
+            Ev::LinkUp(a, b) => {
+                let was_pending = self.pending.remove(&(a.min(b), a.max(b)));
+                let both = self.viewers[a].present && self.viewers[b].present;
+                if !(was_pending && both) || self.viewers[a].links.contains(&b) {
+                    return;
+                }
+                self.viewers[a].links.push(b);
+                self.viewers[b].links.push(a);
+                let (ia, ib) = (self.viewers[a].id.clone(), self.viewers[b].id.clone());
+                self.viewers[a].core.handle_peer_up(now, ib);
+                self.viewers[b].core.handle_peer_up(now, ia);
+                self.pump(a);
+                self.pump(b);
+            }
+            Ev::LinkFail(a, b) => {
+                if !self.pending.remove(&(a.min(b), a.max(b))) {
+                    return;
+                }
+                for (x, y) in [(a, b), (b, a)] {
+                    if self.viewers[x].present {
+                        let id = self.viewers[y].id.clone();
+                        self.send_tracker(x, ClientMsg::PeerClosed { peer_id: id });
+                    }
+                }
+                if self.viewers[a].present {
+                    self.send_tracker(a, ClientMsg::WantPeers { count: 1 });
+                }
+            }
+            Ev::Frame { to, from, frame } => {
+                if !self.viewers[to].links.contains(&from) {
+                    return;
+                }
+                let id = self.viewers[from].id.clone();
+                self.viewers[to].core.handle_frame(now, &id, frame);
+                self.pump(to);
+            }
+            Ev::Piece {
+                to,
+                from,
+                seq,
+                frame,
+                last,
+            } => {
+                let stopped = self.cancelled.contains(&(from, to, seq));
+                if last && !stopped {
+                    self.viewers[from].active_up = self.viewers[from].active_up.saturating_sub(1);
+                    self.viewers[to].active_down = self.viewers[to].active_down.saturating_sub(1);
+                }
+                let linked = self.viewers[to].links.contains(&from);
+                if linked && !self.cancelled.contains(&(from, to, seq)) {
+                    if let Frame::Chunk { data, .. } = &frame {
+                        self.p2p_bytes += data.len() as u64 * SCALE;
+                        self.window.1 += data.len() as u64 * SCALE;
+                    }
+                    let id = self.viewers[from].id.clone();
+                    self.viewers[to].core.handle_frame(now, &id, frame);
+                    self.pump(to);
+                }
+                if last {
+                    self.cancelled.remove(&(from, to, seq));
+                    let id = self.viewers[to].id.clone();
+                    let r = self.rendition;
+                    self.viewers[from].core.handle_upload_done(now, &id, r, seq);
+                    self.pump(from);
+                }
+            }
+            Ev::Http { v, req, data, last } => {
+                if last && self.sc.network.shared_wan_kbps > 0 {
+                    self.http_active_wan = self.http_active_wan.saturating_sub(1);
+                }
+                if self.http_cancelled.contains(&(v, req)) || !self.viewers[v].present {
+                    if last {
+                        self.http_cancelled.remove(&(v, req));
+                    }
+                    return;
+                }
+                self.http_bytes += data.len() as u64 * SCALE;
+                self.window.0 += data.len() as u64 * SCALE;
+                self.viewers[v].core.handle_http_data(now, req, &data);
+                if last {
+                    self.viewers[v].core.handle_http_done(now, req);
+                }
+                self.pump(v);
+            }
+            Ev::Timeout(v, t) => {
+                if self.viewers[v].timer == Some(t) {
+                    self.viewers[v].timer = None;
+                    if self.viewers[v].present {
+                        self.viewers[v].core.handle_timeout(now);
+                        let before = self.viewers[v].core.stats().hash_failures;
+                        self.pump(v);
+                        let _ = before;
+                    }
+                }
+            }
+            Ev::TrackerTimeout(t) => {
+                if self.tracker.poll_timeout() == Some(t) {
+                    self.tracker.handle_timeout(now);
+                    self.drain_tracker();
+                }
+            }
+            Ev::Sample => {
+                let (h, p, segs) = self.window;
+                let sec = now / 1000;
+                let media = h + p;
+                self.offload_over_time.push((
+                    sec,
+                    if media > 0 {
+                        p as f64 / media as f64
+                    } else {
+                        0.0
+                    },
+                ));
+                let copies = if segs > 0 {
+                    h as f64 / (segs as f64 * self.seg_real as f64)
+                } else {
+                    0.0
+                };
+                self.egress_over_time.push((sec, copies));
+                self.window = (0, 0, 0);
+                if now + 10_000 < self.end {
+                    self.at(now + 10_000, Ev::Sample);
+                }
+            }
+        }
+    }
+}
+
+fn quantile(v: &mut [u64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_unstable();
+    v[(((v.len() - 1) as f64) * q).round() as usize] as f64
+}
+
+/// Runs a scenario with `viewers` (the scenario's if `None`).
+pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f64)) -> Report {
+    let started = std::time::Instant::now();
+    let stream = StreamId::new("sim").expect("a valid id");
+    let rendition = RenditionId::new("main").expect("a valid id");
+    let seg_real = u64::from(sc.stream.bitrate_kbps) * sc.stream.segment_ms / 8;
+    let seg_sim = (seg_real / SCALE).max(64) as usize;
+    let cfg = SwarmConfig {
+        max_peers: sc.viewers * 2 + 16,
+        neighbours: sc.tracker.neighbours,
+        cell_size: sc.tracker.cell_size,
+        min_first_fetchers: if policy == Policy::Plan {
+            sc.tracker.min_first_fetchers
+        } else {
+            0
+        },
+        max_first_fetchers: if policy == Policy::Plan { 1024 } else { 0 },
+        ping_interval_ms: u32::MAX,
+        idle_timeout_ms: u32::MAX,
+        signals_per_sec: u32::MAX,
+        signal_burst: u32::MAX,
+        ..SwarmConfig::default()
+    };
+    let mut tracker = Swarm::new(stream.clone(), cfg, seed);
+    let publisher = tracker
+        .join(
+            0,
+            JoinRequest {
+                peer_id: PeerId::new("origin").expect("a valid id"),
+                kind: ClientKind::Publisher,
+                region: None,
+                upload_kbps: 0,
+            },
+        )
+        .expect("the publisher joins an empty swarm");
+    let end = sc.duration_s * 1000;
+    let mut sim = Sim {
+        sc: sc.clone(),
+        policy,
+        now: 0,
+        order: 0,
+        queue: BinaryHeap::new(),
+        rng: SmallRng::seed_from_u64(seed),
+        viewers: Vec::with_capacity(sc.viewers),
+        by_id: BTreeMap::new(),
+        by_slot: BTreeMap::new(),
+        tracker,
+        publisher,
+        rendition,
+        stream,
+        seg_real,
+        seg_sim,
+        segs: BTreeMap::new(),
+        content: BTreeMap::new(),
+        cancelled: BTreeSet::new(),
+        pending: BTreeSet::new(),
+        http_cancelled: BTreeSet::new(),
+        http_active_wan: 0,
+        published: 0,
+        http_bytes: 0,
+        p2p_bytes: 0,
+        tracker_bytes: 0,
+        hash_failures: 0,
+        window: (0, 0, 0),
+        offload_over_time: Vec::new(),
+        egress_over_time: Vec::new(),
+        end,
+        // Debug aid: every action of one viewer on stderr.
+        trace: std::env::var("SWARMCAST_SIM_TRACE")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    };
+    while sim.tracker.poll_output().is_some() {}
+    let initial = (sc.viewers as f64 * sc.churn.initial_share).round() as usize;
+    for i in 0..sc.viewers {
+        let t = if i < initial {
+            0
+        } else {
+            (sc.churn.ramp_s * 1000.0 * (i - initial) as f64 / (sc.viewers - initial).max(1) as f64)
+                as Ms
+        };
+        sim.new_viewer(t);
+    }
+    sim.at(1000, Ev::Publish(0));
+    sim.at(10_000, Ev::Sample);
+    let mut last_progress = 0;
+    while let Some(Reverse(q)) = sim.queue.pop() {
+        if q.at >= end + sc.player.playback_delay_ms + 2000 {
+            break;
+        }
+        sim.now = q.at;
+        if let Ev::Publish(_) = q.ev {
+            sim.window.2 += 1;
+            if std::env::var_os("SWARMCAST_SIM_DIGEST").is_some() {
+                eprintln!(
+                    "digest t={} order={} http={} p2p={} tracker={}",
+                    sim.now, sim.order, sim.http_bytes, sim.p2p_bytes, sim.tracker_bytes
+                );
+            }
+        }
+        sim.handle(q.ev);
+        if sim.now / 5000 != last_progress {
+            last_progress = sim.now / 5000;
+            progress(sim.now as f64 / end as f64);
+        }
+    }
+    progress(1.0);
+    let mut startup: Vec<u64> = sim
+        .viewers
+        .iter()
+        .filter_map(|v| v.first_segment.map(|f| f - v.joined_at))
+        .collect();
+    let watched: u64 = sim
+        .viewers
+        .iter()
+        .filter_map(|v| {
+            v.first_segment
+                .map(|f| v.left_at.unwrap_or(end).saturating_sub(f))
+        })
+        .sum();
+    let stall_total: u64 = sim.viewers.iter().map(|v| v.stall_ms).sum();
+    let mut s50: Vec<u64> = sim.segs.values().filter_map(|s| s.t50).collect();
+    let mut s95: Vec<u64> = sim.segs.values().filter_map(|s| s.t95).collect();
+    let mut s100: Vec<u64> = sim.segs.values().filter_map(|s| s.t100).collect();
+    let mut seqs: Vec<&u64> = sim.segs.keys().collect();
+    seqs.sort();
+    let spread_95_per_segment: Vec<u64> =
+        seqs.iter().map(|q| sim.segs[*q].t95.unwrap_or(0)).collect();
+    let present: Vec<&Viewer> = sim.viewers.iter().filter(|v| v.present).collect();
+    let media = sim.http_bytes + sim.p2p_bytes;
+    let hash_failures = sim
+        .viewers
+        .iter()
+        .map(|v| v.core.stats().hash_failures)
+        .sum::<u64>()
+        + sim.hash_failures;
+    let mut stall_ms_per_viewer: Vec<u64> = sim.viewers.iter().map(|v| v.stall_ms).collect();
+    stall_ms_per_viewer.sort_unstable();
+    Report {
+        scenario: sc.name.clone(),
+        policy,
+        seed,
+        viewers: sc.viewers,
+        sessions: sim.viewers.len(),
+        duration_s: sc.duration_s,
+        segments: sim.published,
+        offload: if media > 0 {
+            sim.p2p_bytes as f64 / media as f64
+        } else {
+            0.0
+        },
+        origin_egress_bytes: sim.http_bytes,
+        origin_copies_per_segment: if sim.published > 0 {
+            sim.http_bytes as f64 / (sim.published as f64 * seg_real as f64)
+        } else {
+            0.0
+        },
+        rebuffering_ratio: if watched > 0 {
+            stall_total as f64 / watched as f64
+        } else {
+            0.0
+        },
+        stalls: sim.viewers.iter().map(|v| v.stalls).sum(),
+        startup_time_ms: Quantiles {
+            p50: quantile(&mut startup, 0.5),
+            p95: quantile(&mut startup, 0.95),
+        },
+        spread_time_ms: Spread {
+            p50_of_50: quantile(&mut s50, 0.5),
+            p50_of_95: quantile(&mut s95, 0.5),
+            p95_of_95: quantile(&mut s95, 0.95),
+            p50_of_100: quantile(&mut s100, 0.5),
+        },
+        peers_per_viewer: if present.is_empty() {
+            0.0
+        } else {
+            present.iter().map(|v| v.links.len()).sum::<usize>() as f64 / present.len() as f64
+        },
+        signalling_overhead: if media > 0 {
+            sim.tracker_bytes as f64 / media as f64
+        } else {
+            0.0
+        },
+        hash_failures,
+        slow_transfers: sim
+            .viewers
+            .iter()
+            .map(|v| v.core.stats().slow_transfers)
+            .sum(),
+        rejected_requests: sim
+            .viewers
+            .iter()
+            .map(|v| v.core.stats().rejected_requests)
+            .sum(),
+        offload_over_time: sim.offload_over_time,
+        egress_over_time: sim.egress_over_time,
+        spread_95_per_segment,
+        stall_ms_per_viewer,
+        wall_s: started.elapsed().as_secs_f64(),
+        peak_rss_bytes: peak_rss(),
+    }
+}
+
+/// Peak resident memory of this process (VmHWM), bytes.
+fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Flags of `swarmcast-load sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// The scenario file (`scenarios/*.toml`).
+    #[arg(long)]
+    pub scenario: std::path::PathBuf,
+    /// Overrides the scenario's audience size.
+    #[arg(long)]
+    pub viewers: Option<usize>,
+    /// Overrides the scenario's length, seconds.
+    #[arg(long)]
+    pub duration: Option<u64>,
+    /// Policies to simulate: the plan, then its baselines (random mesh,
+    /// HTTP only) unless one is named.
+    #[arg(long, value_enum)]
+    pub policy: Option<Policy>,
+    /// Seed (same seed, same report).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the report here as JSON too.
+    #[arg(long)]
+    pub json: Option<std::path::PathBuf>,
+}
+
+/// The `sim` report: the plan's figures at the top level, the baselines beside.
+#[derive(Debug, Clone, Serialize)]
+pub struct SimReport {
+    /// The main run (the first policy simulated).
+    #[serde(flatten)]
+    pub main: Report,
+    /// The same scenario under the other policies.
+    pub baselines: Vec<Report>,
+}
+
+/// Runs `swarmcast-load sim`.
+pub fn run_cli(args: &SimArgs) -> Result<SimReport, crate::LoadError> {
+    let mut sc = Scenario::load(&args.scenario)?;
+    if let Some(n) = args.viewers {
+        if n == 0 {
+            return Err(crate::LoadError::Config(
+                "--viewers must be at least 1".into(),
+            ));
+        }
+        sc.viewers = n;
+    }
+    if let Some(d) = args.duration {
+        sc.duration_s = d.max(1);
+    }
+    let policies = match args.policy {
+        Some(p) => vec![p],
+        None => vec![Policy::Plan, Policy::RandomMesh, Policy::HttpOnly],
+    };
+    let mut runs = Vec::new();
+    for p in policies {
+        let label = format!("{p:?}");
+        let r = run(&sc, p, args.seed, |f| {
+            let w = 40;
+            let done = ((f.clamp(0.0, 1.0)) * w as f64) as usize;
+            eprint!(
+                "\r{label:>10} [{}{}] {:>3.0}%",
+                "#".repeat(done),
+                " ".repeat(w - done),
+                f * 100.0
+            );
+        });
+        eprintln!(
+            "\r{label:>10}: offload {:.2}%  origin {:.2} copies/segment  rebuffering {:.4}%  startup p50 {:.0} ms  spread 95% p50 {:.0} ms  ({:.1} s, {:.0} MiB)",
+            r.offload * 100.0,
+            r.origin_copies_per_segment,
+            r.rebuffering_ratio * 100.0,
+            r.startup_time_ms.p50,
+            r.spread_time_ms.p50_of_95,
+            r.wall_s,
+            r.peak_rss_bytes as f64 / 1048576.0
+        );
+        runs.push(r);
+    }
+    let main = runs.remove(0);
+    Ok(SimReport {
+        main,
+        baselines: runs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SMALL: &str = "name = \"small\"\nviewers = 20\nduration_s = 40\n[churn]\ninitial_share = 0.5\nramp_s = 10\nleave_per_min = 0.5\n";
+
+    fn json(r: &Report) -> String {
+        let mut r = r.clone();
+        r.wall_s = 0.0;
+        r.peak_rss_bytes = 0;
+        serde_json::to_string(&r).unwrap()
+    }
+
+    #[test]
+    fn a_seed_gives_one_report_without_churn() {
+        let text = SMALL.replace("leave_per_min = 0.5", "leave_per_min = 0.0");
+        let sc = Scenario::parse(&text, "small").unwrap();
+        let a = run(&sc, Policy::Plan, 7, |_| {});
+        let b = run(&sc, Policy::Plan, 7, |_| {});
+        assert_eq!(json(&a), json(&b));
+    }
+
+    #[test]
+    fn a_seed_gives_one_report() {
+        let sc = Scenario::parse(SMALL, "small").unwrap();
+        let a = run(&sc, Policy::Plan, 7, |_| {});
+        let b = run(&sc, Policy::Plan, 7, |_| {});
+        assert_eq!(json(&a), json(&b));
+        assert!(a.segments >= 19, "{} segments", a.segments);
+        assert!(a.sessions > 20, "churn replaced viewers: {}", a.sessions);
+        let c = run(&sc, Policy::Plan, 8, |_| {});
+        assert_ne!(json(&a), json(&c), "another seed, another event");
+    }
+
+    #[test]
+    fn http_only_costs_one_copy_per_viewer_and_the_plan_less() {
+        let text = "name = \"n12\"\nviewers = 12\nduration_s = 60\n[network]\nupload_kbps = { dist = \"fixed\", value = 1000000 }\ndownload_kbps = { dist = \"fixed\", value = 1000000 }\nlatency_ms = { dist = \"fixed\", value = 1 }\nunreachable_pairs = 0.0\n[churn]\ninitial_share = 1.0\nramp_s = 0\nleave_per_min = 0.0\n";
+        let sc = Scenario::parse(text, "n12").unwrap();
+        let http = run(&sc, Policy::HttpOnly, 1, |_| {});
+        assert_eq!(http.offload, 0.0);
+        assert!(
+            (http.origin_copies_per_segment - 12.0).abs() < 0.5,
+            "{}",
+            http.origin_copies_per_segment
+        );
+        let plan = run(&sc, Policy::Plan, 1, |_| {});
+        // One first fetcher among 12: 11/12 of the bytes from peers.
+        assert!(plan.offload > 0.9, "offload {}", plan.offload);
+        assert!(
+            plan.origin_copies_per_segment < 1.1,
+            "{}",
+            plan.origin_copies_per_segment
+        );
+        assert_eq!(plan.stalls, 0);
+        assert_eq!(plan.hash_failures, 0);
+    }
+}
