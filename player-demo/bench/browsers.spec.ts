@@ -14,6 +14,7 @@ const BROWSERS = Number(process.env.BROWSERS ?? 6);
 const NATIVES = Number(process.env.NATIVES ?? 2);
 const SECONDS = Number(process.env.SECONDS_PER_EVENT ?? 180);
 const WARMUP = 20;
+const REJOINS = Number(process.env.REJOINS ?? 3);
 
 interface PageStats {
   currentTime: number;
@@ -83,6 +84,26 @@ async function event(browser: Browser, swarm: boolean) {
   const tracker = (await ev.stats()) as { offload: number; http_bytes: number; p2p_bytes: number };
   const http = s1.reduce((n, s, i) => n + s.httpBytes - s0[i].httpBytes, 0);
   const p2p = s1.reduce((n, s, i) => n + s.p2pBytes - s0[i].p2pBytes, 0);
+  // More startup samples: each page is closed and a new one joins the
+  // running event, REJOINS times (one at a time, the others keep playing).
+  const rejoin: number[] = [];
+  for (let round = 0; round < REJOINS; round++) {
+    for (let i = 0; i < pages.length; i++) {
+      await ctxs[i].close();
+      ctxs[i] = await browser.newContext({ permissions: ["camera", "microphone"] });
+      pages[i] = await ctxs[i].newPage();
+      await pages[i].goto(ev.pageUrl(swarm ? "" : "&p2p=0"));
+      for (let t = 0; t < 150; t++) {
+        await sleep(100);
+        const st = await stats(pages[i]);
+        if (st.startupMs !== undefined) {
+          rejoin.push(st.startupMs);
+          break;
+        }
+      }
+      await sleep(3000);
+    }
+  }
   const r = {
     mode: swarm ? "swarm" : "http",
     browsers: BROWSERS,
@@ -99,6 +120,8 @@ async function event(browser: Browser, swarm: boolean) {
     played_seconds_min: Math.min(...s1.map((s, i) => s.currentTime - s0[i].currentTime)),
     startup_ms_p50: median(s1.map((s) => s.startupMs ?? NaN).filter(Number.isFinite)),
     startup_ms: s1.map((s) => Math.round(s.startupMs ?? -1)),
+    rejoin_startup_ms_p50: median(rejoin),
+    rejoin_startup_ms: rejoin.map(Math.round),
     latency_ms_p50: median(s1.map((s) => s.latencyMs ?? NaN).filter(Number.isFinite)),
     hash_failures: s1.reduce((n, s) => n + s.hashFailures, 0),
     cpu_cores: ((c1[0] - c0[0]) / (c1[1] - c0[1])) * 2,
@@ -117,6 +140,7 @@ test("browsers and native peers, swarm vs HTTP only", async ({ browser }) => {
     swarm,
     http,
     startup_ratio: swarm.startup_ms_p50 / http.startup_ms_p50,
+    rejoin_startup_ratio: swarm.rejoin_startup_ms_p50 / http.rejoin_startup_ms_p50,
     latency_diff_ms: swarm.latency_ms_p50 - http.latency_ms_p50,
   };
   console.log(JSON.stringify(report, null, 2));
