@@ -17,6 +17,7 @@
 //!
 //! Deterministic: one seed gives one report.
 
+pub mod html;
 pub mod scenario;
 
 use std::cmp::Reverse;
@@ -1110,6 +1111,9 @@ pub struct SimArgs {
     /// Write the report here as JSON too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// Write an HTML report with plots here (open it in a browser).
+    #[arg(long)]
+    pub html: Option<std::path::PathBuf>,
 }
 
 /// The `sim` report: the plan's figures at the top level, the baselines beside.
@@ -1166,10 +1170,16 @@ pub fn run_cli(args: &SimArgs) -> Result<SimReport, crate::LoadError> {
         runs.push(r);
     }
     let main = runs.remove(0);
-    Ok(SimReport {
+    let report = SimReport {
         main,
         baselines: runs,
-    })
+    };
+    if let Some(p) = &args.html {
+        std::fs::write(p, html::render(&report))
+            .map_err(|e| crate::LoadError::Run(format!("{}: {e}", p.display())))?;
+        eprintln!("HTML report: {}", p.display());
+    }
+    Ok(report)
 }
 
 #[cfg(test)]
