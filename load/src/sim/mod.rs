@@ -203,6 +203,7 @@ struct Viewer {
     stall_ms: Ms,
     stalls: u64,
     first_played: Option<u64>,
+    play_start: Ms,
     left_at: Option<Ms>,
     http_reqs: BTreeMap<u64, u64>,
 }
@@ -300,6 +301,7 @@ impl Sim {
             stall_ms: 0,
             stalls: 0,
             first_played: None,
+            play_start: 0,
             left_at: None,
             http_reqs: BTreeMap::new(),
         });
@@ -559,19 +561,26 @@ impl Sim {
             Action::Complete { meta, source, .. } => {
                 let _ = source;
                 let seq = meta.id.seq;
+                let delay = self.sc.player.playback_delay_ms;
+                let seg_ms = self.sc.stream.segment_ms;
+                let published = self.segs.get(&seq).map_or(now, |i| i.published);
                 let vw = &mut self.viewers[v];
                 vw.first_segment.get_or_insert(now);
-                // Playback: the first segment completed starts the clock.
-                let first = *vw.first_played.get_or_insert(seq);
-                if seq >= first {
-                    if let Some(info) = self.segs.get(&seq) {
-                        let due =
-                            info.published + self.sc.player.playback_delay_ms + vw.stall_offset;
-                        if now > due {
-                            vw.stall_ms += now - due;
-                            vw.stall_offset += now - due;
-                            vw.stalls += 1;
-                        }
+                // Playback: the player starts with the first segment it gets,
+                // `delay` after its publication (or when it came, if later),
+                // then needs one segment per segment duration; a late one
+                // stalls it and shifts every later due time.
+                if vw.first_played.is_none() {
+                    vw.first_played = Some(seq);
+                    vw.play_start = now.max(published + delay);
+                }
+                let first = vw.first_played.unwrap_or(seq);
+                if seq > first {
+                    let due = vw.play_start + (seq - first) * seg_ms + vw.stall_offset;
+                    if now > due {
+                        vw.stall_ms += now - due;
+                        vw.stall_offset += now - due;
+                        vw.stalls += 1;
                     }
                 }
                 if let Some(info) = self.segs.get_mut(&seq) {
@@ -990,8 +999,8 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         .viewers
         .iter()
         .filter_map(|v| {
-            v.first_segment
-                .map(|f| v.left_at.unwrap_or(end).saturating_sub(f))
+            v.first_played
+                .map(|_| v.left_at.unwrap_or(end).saturating_sub(v.play_start))
         })
         .sum();
     let stall_total: u64 = sim.viewers.iter().map(|v| v.stall_ms).sum();
