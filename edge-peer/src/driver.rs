@@ -224,13 +224,8 @@ impl Driver {
                     }
                 },
                 _ = report.tick() => {
+                    self.report(&mut stats, first_segment_ms).await;
                     let s = self.core.stats();
-                    stats.http_bytes = s.http_bytes;
-                    stats.p2p_bytes = s.p2p_bytes;
-                    stats.uploaded_bytes = s.uploaded_bytes;
-                    stats.stalls = s.late;
-                    stats.startup_ms = first_segment_ms;
-                    let _ = self.tracker.send(ClientMsg::Stats(stats.clone())).await;
                     // Increments, not absolute values: several edge peers in one
                     // process (the demo, the live benchmark) share one registry.
                     let now_counts = [s.late, s.hash_failures, s.slow_transfers, s.rejected_requests, s.protocol_errors];
@@ -359,5 +354,18 @@ impl Driver {
         for h in links.into_values() {
             h.stop.cancel();
         }
+        // The last report: the tracker's totals then match this peer's own.
+        self.report(&mut stats, first_segment_ms).await;
+    }
+
+    /// Sends the core's counts to the tracker.
+    async fn report(&self, stats: &mut StatsReport, first_segment_ms: Option<u64>) {
+        let s = self.core.stats();
+        stats.http_bytes = s.http_bytes;
+        stats.p2p_bytes = s.p2p_bytes;
+        stats.uploaded_bytes = s.uploaded_bytes;
+        stats.stalls = s.late;
+        stats.startup_ms = first_segment_ms;
+        let _ = self.tracker.send(ClientMsg::Stats(stats.clone())).await;
     }
 }

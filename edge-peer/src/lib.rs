@@ -59,6 +59,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         CoreConfig::viewer(rendition)
     };
     core_cfg.playback_delay_ms = config.playback_delay_ms;
+    // kbit/s → bytes per ms.
+    core_cfg.upload_rate = f64::from(config.upload_kbps) / 8.0;
     let core = Core::new(core_cfg, rand::random());
     let hello_stream = stream.clone();
     let own_id = peer_id.clone();
@@ -78,9 +80,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         },
         region: config.region.clone(),
     };
+    // The tracker client stops after the driver (its last stats report
+    // reaches the tracker before the session closes).
+    let client_stop = CancellationToken::new();
     let (tracker, tracker_events) = swarmcast_tracker::client::start(
         swarmcast_tracker::client::ClientConfig::new(config.tracker.clone(), hello),
-        shutdown.clone(),
+        client_stop.clone(),
     );
     let cache = Arc::new(local::Cache::default());
     let (player_tx, player_rx) = tokio::sync::mpsc::channel(64);
@@ -140,6 +145,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         .await;
         shutdown.cancel();
         let _ = drive.await;
+        client_stop.cancel();
     });
     Ok(Running { addr, done })
 }

@@ -54,6 +54,8 @@ pub struct Event {
     pub token: String,
     shutdown: CancellationToken,
     done: Vec<tokio::task::JoinHandle<()>>,
+    viewers_stop: CancellationToken,
+    viewers_done: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// The stream every event publishes.
@@ -128,6 +130,8 @@ impl Event {
             token: token.clone(),
             shutdown: shutdown.clone(),
             done: vec![tracker.done, origin.done],
+            viewers_stop: shutdown.child_token(),
+            viewers_done: Vec::new(),
         };
         for _ in 0..spec.viewers {
             let mut args = vec![
@@ -144,11 +148,11 @@ impl Event {
                 token.clone(),
             ];
             args.extend(spec.edge_args.iter().cloned());
-            let edge = swarmcast_edge::start(parse(args)?, shutdown.clone())
+            let edge = swarmcast_edge::start(parse(args)?, event.viewers_stop.clone())
                 .await
                 .map_err(|e| LoadError::Run(format!("edge peer: {e}")))?;
             event.edges.push(edge.addr);
-            event.done.push(edge.done);
+            event.viewers_done.push(edge.done);
         }
         Ok(event)
     }
@@ -158,8 +162,22 @@ impl Event {
         format!("http://{}/v1/streams/{STREAM}/stats", self.tracker)
     }
 
+    /// Stops the edge peers (each sends the tracker its last report and
+    /// leaves) and waits (at most 10 s) for them; tracker and origin go on.
+    pub async fn stop_viewers(&mut self) {
+        self.viewers_stop.cancel();
+        let done = std::mem::take(&mut self.viewers_done);
+        let _ = tokio::time::timeout(Duration::from_secs(10), async {
+            for d in done {
+                let _ = d.await;
+            }
+        })
+        .await;
+    }
+
     /// Stops every part and waits (at most 10 s) for them.
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
+        self.stop_viewers().await;
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             for d in self.done {
@@ -257,6 +275,30 @@ pub struct EventReport {
     pub hash_failures: u64,
     /// CPU of this whole process (every part), cores.
     pub cpu_cores: f64,
+    /// Byte totals of the whole event (warm-up included), each from its
+    /// own source, read once every viewer has stopped.
+    pub totals: Totals,
+}
+
+/// The whole event's bytes as each part counts them: the origin's and the
+/// edge peers' Prometheus counters (scraped from the origin's `/metrics`)
+/// and the viewers' reports as the tracker sums them (its stats API).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    /// Segment bytes the origin sent (`swarmcast_origin_egress_bytes_total{kind="segment"}`).
+    pub origin_segment_egress_bytes: u64,
+    /// Bytes the edge peers received over HTTP (`swarmcast_edge_bytes_total{source="http"}`).
+    pub edges_http_bytes: u64,
+    /// Chunk bytes the edge peers received from peers (`swarmcast_edge_bytes_total{source="p2p"}`).
+    pub edges_p2p_bytes: u64,
+    /// Bytes the edge peers gave their links to send (`swarmcast_edge_uploaded_bytes_total`).
+    pub edges_uploaded_bytes: u64,
+    /// Segment bytes viewers got over HTTP, by their reports (tracker).
+    pub tracker_http_bytes: u64,
+    /// Segment bytes viewers got from peers, by their reports (tracker).
+    pub tracker_p2p_bytes: u64,
+    /// Bytes viewers served, by their reports (tracker).
+    pub tracker_uploaded_bytes: u64,
 }
 
 /// What `swarmcast-load live` reports.
@@ -377,7 +419,7 @@ pub async fn run_event(
     };
     let mode = if no_swarm { "http" } else { "swarm" };
     let m_start = metrics.render();
-    let event = Event::start(&spec, shutdown).await?;
+    let mut event = Event::start(&spec, shutdown).await?;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
@@ -436,6 +478,8 @@ pub async fn run_event(
         }
     }
     eprintln!();
+    event.stop_viewers().await;
+    let totals = totals(&client, &event, &m_start).await;
     event.stop().await;
     let (Some((m0, cpu0, t0)), Some((m1, cpu1, t1, final_stats))) = (before, last) else {
         return Err(LoadError::Run(
@@ -499,7 +543,41 @@ pub async fn run_event(
             - metric_sum(&m_start, "swarmcast_edge_hash_failures_total", &[]))
             as u64,
         cpu_cores: (cpu1 - cpu0) / secs,
+        totals,
     })
+}
+
+/// The event's byte totals from the origin's `/metrics` and the tracker's
+/// stats, counted from the `before` snapshot of the metrics (one process
+/// may run several events).
+async fn totals(client: &reqwest::Client, event: &Event, before: &str) -> Totals {
+    let text = match client
+        .get(format!("http://{}/metrics", event.origin))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "origin metrics unavailable");
+            String::new()
+        }
+    };
+    let diff = |name: &str, labels: &[(&str, &str)]| {
+        (metric_sum(&text, name, labels) - metric_sum(before, name, labels)).max(0.0) as u64
+    };
+    let s = stats(client, &event.stats_url()).await.unwrap_or_default();
+    Totals {
+        origin_segment_egress_bytes: diff(
+            "swarmcast_origin_egress_bytes_total",
+            &[("kind", "segment")],
+        ),
+        edges_http_bytes: diff("swarmcast_edge_bytes_total", &[("source", "http")]),
+        edges_p2p_bytes: diff("swarmcast_edge_bytes_total", &[("source", "p2p")]),
+        edges_uploaded_bytes: diff("swarmcast_edge_uploaded_bytes_total", &[]),
+        tracker_http_bytes: s.http_bytes,
+        tracker_p2p_bytes: s.p2p_bytes,
+        tracker_uploaded_bytes: s.uploaded_bytes,
+    }
 }
 
 fn count(b: &[(f64, f64)]) -> f64 {

@@ -15,6 +15,7 @@ const NATIVES = Number(process.env.NATIVES ?? 2);
 const SECONDS = Number(process.env.SECONDS_PER_EVENT ?? 180);
 const WARMUP = 20;
 const REJOINS = Number(process.env.REJOINS ?? 3);
+const PAIRS = Number(process.env.PAIRS ?? 8);
 
 interface PageStats {
   currentTime: number;
@@ -26,6 +27,39 @@ interface PageStats {
   latencyMs?: number;
   segments: number;
   hashFailures: number;
+}
+
+/** A joiner's startup steps: ms after `swarmcast:attach`, by mark or resource. */
+type Timeline = Record<string, number>;
+const timeline = (p: Page): Promise<Timeline> =>
+  p.evaluate(() => {
+    const t0 = performance.getEntriesByName("swarmcast:attach")[0]?.startTime ?? 0;
+    const out: Record<string, number> = {};
+    for (const e of performance.getEntriesByType("mark")) {
+      if (e.name.startsWith("swarmcast:") && !(e.name in out)) out[e.name.slice(10)] = Math.round(e.startTime - t0);
+    }
+    for (const e of performance.getEntriesByType("resource") as PerformanceResourceTiming[]) {
+      const m = /\/([^/]+\.(m3u8|ts))$/.exec(new URL(e.name).pathname);
+      if (m && e.startTime >= t0 && !(`get ${m[1]}` in out)) {
+        out[`get ${m[1]}`] = Math.round(e.startTime - t0);
+        out[`got ${m[1]}`] = Math.round(e.responseEnd - t0);
+      }
+    }
+    return out;
+  });
+
+/** Opens a new page (its own context) in slot `i`, waits for its startup; returns startup ms and its timeline. */
+async function join(browser: Browser, ev: LiveEvent, ctxs: BrowserContext[], pages: Page[], i: number, extra: string) {
+  await ctxs[i].close();
+  ctxs[i] = await browser.newContext({ permissions: ["camera", "microphone"] });
+  pages[i] = await ctxs[i].newPage();
+  await pages[i].goto(ev.pageUrl(extra));
+  for (let t = 0; t < 150; t++) {
+    await sleep(100);
+    const st = await stats(pages[i]);
+    if (st.startupMs !== undefined) return { startupMs: st.startupMs, steps: await timeline(pages[i]) };
+  }
+  return undefined;
 }
 
 const stats = (p: Page): Promise<PageStats> => p.evaluate(() => (window as unknown as { swarmcast: { stats(): PageStats } }).swarmcast.stats());
@@ -89,17 +123,22 @@ async function event(browser: Browser, swarm: boolean) {
   const rejoin: number[] = [];
   for (let round = 0; round < REJOINS; round++) {
     for (let i = 0; i < pages.length; i++) {
-      await ctxs[i].close();
-      ctxs[i] = await browser.newContext({ permissions: ["camera", "microphone"] });
-      pages[i] = await ctxs[i].newPage();
-      await pages[i].goto(ev.pageUrl(swarm ? "" : "&p2p=0"));
-      for (let t = 0; t < 150; t++) {
-        await sleep(100);
-        const st = await stats(pages[i]);
-        if (st.startupMs !== undefined) {
-          rejoin.push(st.startupMs);
-          break;
-        }
+      const j = await join(browser, ev, ctxs, pages, i, swarm ? "" : "&p2p=0");
+      if (j) rejoin.push(j.startupMs);
+      await sleep(3000);
+    }
+  }
+  // Paired joins into the same running event (swarm events only): a page
+  // with the swarm and a page without it join one after the other, in
+  // alternating order, so both see the same machine and the same swarm.
+  const paired: { swarm: number[]; http: number[]; steps: { mode: string; startupMs: number; steps: Timeline }[] } = { swarm: [], http: [], steps: [] };
+  for (let k = 0; swarm && k < PAIRS; k++) {
+    const order = k % 2 === 0 ? ["swarm", "http"] : ["http", "swarm"];
+    for (const mode of order) {
+      const j = await join(browser, ev, ctxs, pages, (2 * k + (mode === "swarm" ? 0 : 1)) % pages.length, mode === "swarm" ? "" : "&p2p=0");
+      if (j) {
+        (mode === "swarm" ? paired.swarm : paired.http).push(j.startupMs);
+        paired.steps.push({ mode, ...j });
       }
       await sleep(3000);
     }
@@ -122,6 +161,9 @@ async function event(browser: Browser, swarm: boolean) {
     startup_ms: s1.map((s) => Math.round(s.startupMs ?? -1)),
     rejoin_startup_ms_p50: median(rejoin),
     rejoin_startup_ms: rejoin.map(Math.round),
+    paired_startup_ms_p50: { swarm: median(paired.swarm), http: median(paired.http) },
+    paired_startup_ms: { swarm: paired.swarm.map(Math.round), http: paired.http.map(Math.round) },
+    paired_steps: paired.steps,
     latency_ms_p50: median(s1.map((s) => s.latencyMs ?? NaN).filter(Number.isFinite)),
     hash_failures: s1.reduce((n, s) => n + s.hashFailures, 0),
     cpu_cores: ((c1[0] - c0[0]) / (c1[1] - c0[1])) * 2,
@@ -141,6 +183,7 @@ test("browsers and native peers, swarm vs HTTP only", async ({ browser }) => {
     http,
     startup_ratio: swarm.startup_ms_p50 / http.startup_ms_p50,
     rejoin_startup_ratio: swarm.rejoin_startup_ms_p50 / http.rejoin_startup_ms_p50,
+    paired_startup_ratio: swarm.paired_startup_ms_p50.swarm / swarm.paired_startup_ms_p50.http,
     latency_diff_ms: swarm.latency_ms_p50 - http.latency_ms_p50,
   };
   console.log(JSON.stringify(report, null, 2));

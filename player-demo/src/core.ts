@@ -36,9 +36,23 @@ export interface CoreConfig {
   peerRate: number; // bytes per ms, until measured
   downloadsPerPeer: number;
   maxDownloads: number;
-  uploadSlots: number;
+  uploadSlots: number; // at most
+  uploadRate: number; // this node's uplink, bytes per ms (0 = unknown; see uploadSlotsFor)
   uploadBudget: number; // bytes per second, 0 = unlimited
   maxRequestsPerSec: number;
+}
+
+/**
+ * Uploads allowed at once for a segment of `size` bytes lasting
+ * `durationMs` (as Rust's `upload_slots`): with a known uplink, as many as
+ * keep each one at twice the media rate or more (at least one, at most
+ * `uploadSlots`): a receiver then has the whole segment sooner and relays
+ * it sooner.
+ */
+export function uploadSlotsFor(cfg: CoreConfig, size: number, durationMs: number): number {
+  if (cfg.uploadRate <= 0 || size === 0 || durationMs === 0) return cfg.uploadSlots;
+  const fit = Math.floor(cfg.uploadRate / ((2 * size) / durationMs));
+  return Math.min(Math.max(fit, 1), Math.max(cfg.uploadSlots, 1));
 }
 
 /** Defaults for a viewer of `rendition` with 2-second segments (as Rust's `CoreConfig::viewer`). */
@@ -53,6 +67,7 @@ export function viewerConfig(rendition: string): CoreConfig {
     downloadsPerPeer: 2,
     maxDownloads: 6,
     uploadSlots: 6,
+    uploadRate: 0,
     uploadBudget: 0,
     maxRequestsPerSec: 100,
   };
@@ -382,7 +397,7 @@ export class Core {
       this.reject(peer, rendition, seq, "bad_request");
       return;
     }
-    if (n.uploads.has(seq) || this.uploads >= this.cfg.uploadSlots || !this.takeBudget(now, to - from)) {
+    if (n.uploads.has(seq) || this.uploads >= uploadSlotsFor(this.cfg, len, seg.meta.duration_ms) || !this.takeBudget(now, to - from)) {
       this.reject(peer, rendition, seq, "busy");
       return;
     }

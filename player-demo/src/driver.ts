@@ -5,6 +5,7 @@
 
 import { Core, viewerConfig, type Action, type CoreConfig } from "./core.js";
 import { Link } from "./link.js";
+import { startupMark } from "./marks.js";
 import { decodeServer, encodeClient, MessageError, segmentRef, type ClientMsg, type IceServer, type SegmentMeta, type ServerMsg } from "./tracker.js";
 import type { Frame } from "./wire.js";
 
@@ -169,6 +170,7 @@ export class Swarm extends EventTarget {
   private onTracker(msg: ServerMsg): void {
     switch (msg.type) {
       case "welcome":
+        if (this.player.startupMs === undefined) startupMark("welcome");
         this.trackerUp = true;
         this.backoff = 250;
         if (msg.config.ice_servers.length > 0) this.iceServers = [...(this.cfg.iceServers ?? []), ...msg.config.ice_servers];
@@ -316,7 +318,12 @@ export class Swarm extends EventTarget {
   private core(rendition: string): Core {
     let core = this.cores.get(rendition);
     if (!core) {
-      const cfg: CoreConfig = { ...viewerConfig(rendition), windowSegments: this.cfg.cacheSegments ?? 30, uploadBudget: this.cfg.uploadLimit ?? 0 };
+      const cfg: CoreConfig = {
+        ...viewerConfig(rendition),
+        windowSegments: this.cfg.cacheSegments ?? 30,
+        uploadBudget: this.cfg.uploadLimit ?? 0,
+        uploadRate: (this.cfg.uploadKbps ?? 10_000) / 8, // kbit/s → bytes per ms
+      };
       core = new Core(cfg, Math.floor(Math.random() * 2 ** 31));
       this.cores.set(rendition, core);
       for (const p of this.open) core.handlePeerUp(now(), p);

@@ -9,6 +9,7 @@
 
 import { Swarm, type SwarmConfig, type SwarmStats, type PeerView } from "./driver.js";
 import { fragmentLoader, type LoaderClass } from "./loader.js";
+import { startupMark } from "./marks.js";
 
 export { Swarm, fragmentLoader };
 export type { SwarmConfig, SwarmStats, PeerView };
@@ -34,6 +35,8 @@ export function attachSwarmcast(hls: HlsLike, cfg: SwarmConfig): Swarm {
   const swarm = new Swarm(cfg);
   hls.config.fLoader = fragmentLoader(swarm, hls.config.loader as LoaderClass, () => hls.media);
   const started = performance.now();
+  // User-timing marks of the startup (DevTools' performance panel shows them).
+  startupMark("attach");
   let stallStart: number | undefined;
   let playing = false;
   const watch = (video: HTMLMediaElement) => {
@@ -41,6 +44,7 @@ export function attachSwarmcast(hls: HlsLike, cfg: SwarmConfig): Swarm {
       if (!playing) {
         playing = true;
         swarm.player.startupMs = performance.now() - started;
+        startupMark("playing");
         swarm.releaseLinks();
       }
       if (stallStart !== undefined) {

@@ -6,6 +6,7 @@
 // time), which becomes that segment's deadline in the viewer logic.
 
 import type { Swarm } from "./driver.js";
+import { startupMark } from "./marks.js";
 
 /** What hls.js passes to a loader (the subset used here, typed loosely so that any hls.js 1.x fits). */
 interface Ctx {
@@ -90,6 +91,7 @@ export function fragmentLoader(swarm: Swarm, Fallback: LoaderClass, media: () =>
         const playing = video !== null && !video.paused && video.readyState >= 3 && video.currentTime > 0;
         const ahead = playing ? Math.max(0, frag.start - video.currentTime) / Math.max(0.1, video.playbackRate || 1) : 0;
         pending = swarm.get(seg.rendition, seg.seq, performance.now() + ahead * 1000, ctx.url);
+        if (!playing) startupMark(`fragment ${frag.sn} ${pending ? "swarm" : "http"}`);
       }
       if (!pending) {
         this.viaFallback(ctx, config, cb);
@@ -104,6 +106,7 @@ export function fragmentLoader(swarm: Swarm, Fallback: LoaderClass, media: () =>
           s.loading.end = t;
           s.loaded = s.total = data.length;
           s.chunkCount = 1;
+          if (swarm.player.startupMs === undefined) startupMark(`fragment ${String(frag?.sn)} ready`);
           const copy = data.slice().buffer as ArrayBuffer; // hls.js may transfer it to a worker
           cb.onSuccess({ url: ctx.url, data: copy }, s, ctx, null);
         },
@@ -121,6 +124,7 @@ export function fragmentLoader(swarm: Swarm, Fallback: LoaderClass, media: () =>
         ...cb,
         onSuccess: (resp, stats, c, details) => {
           swarm.countDirectHttp(resp.data instanceof ArrayBuffer ? resp.data.byteLength : 0);
+          if (swarm.player.startupMs === undefined && c.frag) startupMark(`fragment ${String(c.frag.sn)} ready`);
           cb.onSuccess(resp, stats, c, details);
         },
       });

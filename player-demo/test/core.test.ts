@@ -13,7 +13,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 
-import { Core, viewerConfig, type CoreConfig, type DropReason, type Millis, type Source } from "../src/core.js";
+import { Core, uploadSlotsFor, viewerConfig, type CoreConfig, type DropReason, type Millis, type Source } from "../src/core.js";
 import { segmentRef, type SegmentMeta } from "../src/tracker.js";
 import { chunks, MAX_CHUNK_DATA, type Frame } from "../src/wire.js";
 
@@ -597,4 +597,13 @@ test("parity: a not_found reject for another rendition leaves the neighbour's re
   }
   assert.notEqual(core.segment(1), undefined);
   assert.deepEqual(requests, [2]);
+});
+
+test("upload slots follow the uplink (as Rust's upload_slots)", () => {
+  const cfg = viewerConfig("720p");
+  const [size, dur] = [625_000, 2000];
+  assert.equal(uploadSlotsFor(cfg, size, dur), 6);
+  for (const [rate, slots] of [[1000, 1], [100, 1], [2500, 4], [125_000, 6]]) {
+    assert.equal(uploadSlotsFor({ ...cfg, uploadRate: rate }, size, dur), slots, `uplink ${rate} B/ms`);
+  }
 });

@@ -90,8 +90,15 @@ pub struct CoreConfig {
     pub downloads_per_peer: usize,
     /// Concurrent downloads in all.
     pub max_downloads: usize,
-    /// Concurrent uploads in all.
+    /// Concurrent uploads in all (at most).
     pub upload_slots: usize,
+    /// This node's uplink, bytes per ms (0 = unknown). When known, fewer
+    /// uploads run at once, each at twice the media rate at least: a
+    /// receiver gets the whole segment sooner and becomes a source sooner
+    /// (store-and-forward relaying doubles the holders per transfer time
+    /// with one upload at a time; six uploads splitting a thin uplink make
+    /// every transfer slow).
+    pub upload_rate: f64,
     /// Upload budget, bytes per second (0 = unlimited).
     pub upload_budget: u64,
     /// Requests a neighbour may send per second before it is dropped.
@@ -111,6 +118,7 @@ impl CoreConfig {
             downloads_per_peer: 2,
             max_downloads: 6,
             upload_slots: 6,
+            upload_rate: 0.0,
             upload_budget: 0,
             max_requests_per_sec: 100,
         }
@@ -699,10 +707,10 @@ impl Core {
             .get(&rendition)
             .and_then(|m| m.get(&seq))
             .and_then(|s| match &s.status {
-                Status::Held(b) => Some(b.clone()),
+                Status::Held(b) => Some((b.clone(), s.meta.duration_ms)),
                 Status::Missing(_) => None,
             });
-        let Some(data) = held else {
+        let Some((data, duration_ms)) = held else {
             self.reject(peer, rendition, seq, RejectReason::NotFound);
             return;
         };
@@ -721,7 +729,8 @@ impl Core {
             .peers
             .get(peer)
             .is_some_and(|n| n.uploads.contains(&(rendition, seq)));
-        if already || self.uploads >= self.cfg.upload_slots || !self.take_budget(now, to - from) {
+        let slots = upload_slots(&self.cfg, len, duration_ms);
+        if already || self.uploads >= slots || !self.take_budget(now, to - from) {
             self.reject(peer, rendition, seq, RejectReason::Busy);
             return;
         }
@@ -1208,5 +1217,43 @@ impl Core {
             from,
         });
         true
+    }
+}
+
+/// Uploads allowed at once for a segment of `size` bytes lasting
+/// `duration_ms`: with a known uplink, as many as keep each one at twice the
+/// media rate or more (at least one, at most `upload_slots`).
+fn upload_slots(cfg: &CoreConfig, size: u64, duration_ms: u32) -> usize {
+    if cfg.upload_rate <= 0.0 || size == 0 || duration_ms == 0 {
+        return cfg.upload_slots;
+    }
+    let media_rate = size as f64 / f64::from(duration_ms);
+    let fit = (cfg.upload_rate / (2.0 * media_rate)).floor() as usize;
+    fit.clamp(1, cfg.upload_slots.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upload_slots_follow_the_uplink() {
+        let mut cfg = CoreConfig::viewer(RenditionId::new("720p").expect("a valid id"));
+        // A 2-s segment of 625,000 bytes: 312.5 bytes per ms of media.
+        let (size, dur) = (625_000, 2000);
+        // Unknown uplink: the configured slots.
+        assert_eq!(upload_slots(&cfg, size, dur), 6);
+        // 8 Mb/s = 1000 B/ms: one upload at 3.2× the media rate.
+        cfg.upload_rate = 1000.0;
+        assert_eq!(upload_slots(&cfg, size, dur), 1);
+        // A thinner uplink still serves one at a time.
+        cfg.upload_rate = 100.0;
+        assert_eq!(upload_slots(&cfg, size, dur), 1);
+        // 20 Mb/s = 2500 B/ms: four at 2× or more.
+        cfg.upload_rate = 2500.0;
+        assert_eq!(upload_slots(&cfg, size, dur), 4);
+        // Loopback: capped by the configured slots.
+        cfg.upload_rate = 125_000.0;
+        assert_eq!(upload_slots(&cfg, size, dur), 6);
     }
 }

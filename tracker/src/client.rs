@@ -286,10 +286,9 @@ async fn connection(
     }
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                let _ = ws.close(None).await;
-                return Outcome::Stop;
-            }
+            // Queued messages go out before a shutdown closes the session
+            // (an owner's last stats report).
+            biased;
             out = rx.recv() => {
                 let Some(msg) = out else {
                     let _ = ws.close(None).await;
@@ -299,6 +298,10 @@ async fn connection(
                 if let Err(e) = ws.send(Message::text(msg.encode())).await {
                     return retry(e.to_string(), true);
                 }
+            }
+            _ = shutdown.cancelled() => {
+                let _ = ws.close(None).await;
+                return Outcome::Stop;
             }
             incoming = ws.next() => match incoming {
                 None => return retry("tracker closed the connection".into(), true),

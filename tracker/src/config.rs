@@ -64,8 +64,16 @@ pub struct Config {
     pub min_first_fetchers: u32,
 
     /// Most first fetchers per segment.
-    #[arg(long, env = "SWARMCAST_MAX_FIRST_FETCHERS", default_value_t = 32)]
+    #[arg(long, env = "SWARMCAST_MAX_FIRST_FETCHERS", default_value_t = 1000)]
     pub max_first_fetchers: u32,
+
+    /// Publish → the moment (nearly) every viewer should hold a segment,
+    /// ms: when recent segments reached fewer than 97 % of the viewers by
+    /// then, later ones get more first fetchers (viewers fall back to HTTP
+    /// shortly after; a player three 2-s segments behind live needs a
+    /// segment about 4 s after its publish).
+    #[arg(long, env = "SWARMCAST_SPREAD_BUDGET_MS", default_value_t = 2000)]
+    pub spread_budget_ms: u64,
 
     /// A first fetcher that has not announced `have` within this many ms is
     /// replaced.
@@ -150,6 +158,7 @@ impl Config {
             min_first_fetchers: self.min_first_fetchers,
             max_first_fetchers: self.max_first_fetchers,
             first_fetch_deadline_ms: self.first_fetch_deadline_ms,
+            spread_budget_ms: self.spread_budget_ms,
             signals_per_sec: self.signals_per_sec,
             signal_burst: self.signals_per_sec * 4,
             ping_interval_ms: self.ping_interval_ms,

@@ -56,6 +56,12 @@ pub struct SwarmConfig {
     pub max_first_fetchers: u32,
     /// A first fetcher that has not announced `have` by then is replaced.
     pub first_fetch_deadline_ms: u64,
+    /// Publish → the moment the plan wants (nearly) every viewer to hold a
+    /// segment, before viewers start falling back to HTTP. The number of
+    /// first fetchers follows what the mesh actually reached by then (see
+    /// [`Swarm`]'s plan): more when segments reach too few viewers in
+    /// time, slowly fewer when they reach everyone.
+    pub spread_budget_ms: u64,
     /// Candidates scored per selection (a random sample when the swarm is
     /// larger).
     pub selection_sample: usize,
@@ -80,8 +86,9 @@ impl Default for SwarmConfig {
             max_renditions: 8,
             cell_size: 300,
             min_first_fetchers: 1,
-            max_first_fetchers: 32,
+            max_first_fetchers: 1000,
             first_fetch_deadline_ms: 1500,
+            spread_budget_ms: 2000,
             selection_sample: 256,
             signals_per_sec: 50,
             signal_burst: 200,
@@ -208,6 +215,10 @@ struct Entry {
     /// Every slot ever asked to fetch it (never asked twice).
     asked: Vec<Slot>,
     planned: u32,
+    /// Holders within `spread_budget_ms` of the publish.
+    in_budget: u32,
+    /// Its coverage has fed the plan.
+    judged: bool,
     t50: Option<u64>,
     t95: Option<u64>,
     t100: Option<u64>,
@@ -216,6 +227,9 @@ struct Entry {
 #[derive(Debug, Default)]
 struct RenditionIdx {
     newest_published: Option<Seq>,
+    /// First fetchers the coverage of recent segments asks for (0 = none
+    /// judged yet).
+    fetchers_wanted: f64,
     segs: BTreeMap<Seq, Entry>,
 }
 
@@ -584,6 +598,9 @@ impl Swarm {
             if e.holders.insert(slot) {
                 if let Some(at) = e.published_at {
                     let n = e.holders.len();
+                    if now.saturating_sub(at) <= self.cfg.spread_budget_ms {
+                        e.in_budget = n;
+                    }
                     let pop = e.population.max(1);
                     if e.t50.is_none() && n * 2 >= pop {
                         e.t50 = Some(now.saturating_sub(at));
@@ -870,7 +887,9 @@ impl Swarm {
             &interested
         };
         let population = pool.len() as u32;
-        let planned = self.first_fetcher_count(population);
+        self.judge_coverage(now, r);
+        let wanted = self.renditions.get(&r).map_or(0.0, |x| x.fetchers_wanted);
+        let planned = self.first_fetcher_count(population, wanted);
         let chosen = self.choose_fetchers(pool, planned as usize, &[]);
         let deadline = now + self.cfg.first_fetch_deadline_ms;
         if let Some(e) = self
@@ -914,16 +933,52 @@ impl Swarm {
         }
     }
 
-    /// About one first fetcher per cell of `cell_size` viewers, within the
-    /// configured bounds, never more than there are viewers.
-    fn first_fetcher_count(&self, population: u32) -> u32 {
+    /// About one first fetcher per cell of `cell_size` viewers, or more
+    /// when recent segments reached too few viewers within the spread
+    /// budget (`wanted`), within the configured bounds, never more than
+    /// there are viewers.
+    fn first_fetcher_count(&self, population: u32, wanted: f64) -> u32 {
         population
             .div_ceil(self.cfg.cell_size.max(1))
+            .max(wanted.ceil() as u32)
             .clamp(
                 self.cfg.min_first_fetchers,
                 self.cfg.max_first_fetchers.max(self.cfg.min_first_fetchers),
             )
             .min(population)
+    }
+
+    /// Feeds the coverage of segments whose spread budget has passed into
+    /// the plan of rendition `r`. A segment that `planned` first fetchers
+    /// brought to a share `c` of its viewers within the budget asks for
+    /// `planned × target / c` next time (relaying reach per first fetcher is
+    /// roughly constant at a given uplink and segment size); a segment that
+    /// reached everyone lets the plan shrink by a tenth, so the count
+    /// settles at the fewest first fetchers that still cover the swarm in
+    /// time.
+    fn judge_coverage(&mut self, now: u64, r: RenditionId) {
+        const TARGET: f64 = 0.97;
+        let budget = self.cfg.spread_budget_ms;
+        let max = f64::from(self.cfg.max_first_fetchers);
+        let Some(idx) = self.renditions.get_mut(&r) else {
+            return;
+        };
+        let mut wanted = idx.fetchers_wanted;
+        for e in idx.segs.values_mut() {
+            let Some(at) = e.published_at else { continue };
+            if e.judged || at.saturating_add(budget) > now || e.population == 0 || e.planned == 0 {
+                continue;
+            }
+            e.judged = true;
+            let planned = f64::from(e.planned);
+            let coverage = f64::from(e.in_budget) / f64::from(e.population);
+            wanted = if coverage < TARGET {
+                (planned * TARGET / coverage.max(0.01)).max(wanted).min(max)
+            } else {
+                wanted * 0.9
+            };
+        }
+        idx.fetchers_wanted = wanted;
     }
 
     /// First fetchers: by upload capacity (those not assigned lately
@@ -1289,6 +1344,63 @@ mod tests {
         assert_eq!(sw.join(0, req("a")), Err(ErrorCode::PeerIdTaken));
         sw.join(0, req("b")).unwrap();
         assert_eq!(sw.join(0, req("c")), Err(ErrorCode::Overloaded));
+    }
+
+    /// Publishes `seq` at `at`; returns its first fetchers.
+    fn publish_at(sw: &mut Swarm, origin: Slot, at: u64, seq: u64) -> Vec<Slot> {
+        sw.handle(at, origin, ClientMsg::Publish { meta: meta(seq) });
+        drain(sw)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, ServerMsg::Fetch { .. }))
+            .map(|(s, _)| s)
+            .collect()
+    }
+
+    #[test]
+    fn first_fetchers_follow_the_coverage_within_the_spread_budget() {
+        let cfg = SwarmConfig {
+            cell_size: 300,
+            min_first_fetchers: 1,
+            max_first_fetchers: 100,
+            spread_budget_ms: 2000,
+            ..SwarmConfig::default()
+        };
+        let mut sw = Swarm::new(sid(), cfg, 3);
+        let origin = join(&mut sw, "origin", ClientKind::Publisher, None, 0);
+        let viewers: Vec<Slot> = (0..100)
+            .map(|i| join(&mut sw, &format!("v{i}"), ClientKind::Native, None, 1000))
+            .collect();
+        for &v in &viewers {
+            sw.handle(0, v, have(0)); // every viewer plays the rendition
+        }
+        drain(&mut sw);
+        // Segment 1: one first fetcher (100 viewers, cells of 300); the
+        // mesh brings it to 20 viewers within the budget, the rest later.
+        assert_eq!(publish_at(&mut sw, origin, 10_000, 1).len(), 1);
+        for &v in &viewers[..20] {
+            sw.handle(11_000, v, have(1));
+        }
+        for &v in &viewers[20..] {
+            sw.handle(13_500, v, have(1));
+        }
+        // Segment 2: 20 % coverage asks for 1 × 0.97 / 0.2 → 5 first fetchers.
+        let f = publish_at(&mut sw, origin, 12_000, 2);
+        assert_eq!(f.len(), 5, "{f:?}");
+        for &v in &viewers {
+            sw.handle(13_000, v, have(2));
+        }
+        // Segment 2 reached everyone in time: the plan shrinks by a tenth
+        // per segment (4.85 → 4.37 → 3.93 …), never below the cell floor of one.
+        let mut counts = Vec::new();
+        for seq in 3..40u64 {
+            let at = 12_000 + (seq - 2) * 2000;
+            counts.push(publish_at(&mut sw, origin, at, seq).len());
+            for &v in &viewers {
+                sw.handle(at + 100, v, have(seq));
+            }
+        }
+        assert!(counts.windows(2).all(|w| w[1] <= w[0]), "{counts:?}");
+        assert_eq!(*counts.last().unwrap(), 1, "{counts:?}");
     }
 
     #[test]

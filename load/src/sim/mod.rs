@@ -7,9 +7,12 @@
 //! - each viewer has an upload and a download capacity and a one-way
 //!   latency drawn from the scenario; a link between two viewers costs the
 //!   sum of their latencies; a share of pairs cannot connect (NAT);
-//! - a peer transfer gets, when it starts, the sender's upload divided among
-//!   its active uploads and the receiver's download divided among its
-//!   active downloads, and arrives in 4 pieces;
+//! - peer transfers share capacity: each gets the sender's upload divided
+//!   among its active uploads or the receiver's download divided among its
+//!   active downloads, whichever is less, recomputed whenever a transfer of
+//!   either starts or ends (so no uplink ever sends more than its
+//!   capacity); its bytes arrive in pieces, one link latency after they
+//!   leave;
 //! - HTTP comes from a CDN with its own time to first byte, at the
 //!   viewer's download rate (or its share of an office WAN link);
 //! - segment bytes are scaled down (1 simulated byte = `SCALE` real
@@ -144,7 +147,12 @@ enum Ev {
         from: usize,
         frame: Frame,
     },
+    /// A peer transfer reaches its next piece boundary (stale unless
+    /// `gen` is the flow's current one).
+    FlowTick(u64, u32),
+    /// A piece of a peer transfer reaches its receiver.
     Piece {
+        flow: u64,
         to: usize,
         from: usize,
         seq: u64,
@@ -196,8 +204,9 @@ struct Viewer {
     joined_at: Ms,
     first_segment: Option<Ms>,
     links: Vec<usize>,
-    active_up: u32,
-    active_down: u32,
+    /// Peer transfers this viewer sends / receives (flow ids).
+    up_flows: Vec<u64>,
+    down_flows: Vec<u64>,
     timer: Option<Ms>,
     stall_offset: Ms,
     stall_ms: Ms,
@@ -206,6 +215,25 @@ struct Viewer {
     play_start: Ms,
     left_at: Option<Ms>,
     http_reqs: BTreeMap<u64, u64>,
+}
+
+/// A peer transfer under way (sizes in simulated bytes, rates in real
+/// bytes per ms).
+struct Flow {
+    from: usize,
+    to: usize,
+    seq: u64,
+    rendition: RenditionId,
+    data: Bytes,
+    /// Bytes before this offset have left the sender as pieces.
+    sent: u32,
+    end: u32,
+    piece: u32,
+    /// Offset reached at `at` (fractional).
+    progress: f64,
+    rate: f64,
+    at: Ms,
+    generation: u32,
 }
 
 struct SegInfo {
@@ -235,7 +263,11 @@ struct Sim {
     seg_sim: usize,
     segs: BTreeMap<u64, SegInfo>,
     content: BTreeMap<u64, (SegmentMeta, Bytes)>,
-    cancelled: BTreeSet<(usize, usize, u64)>,
+    /// Peer transfers under way, by id.
+    flows: std::collections::HashMap<u64, Flow>,
+    next_flow: u64,
+    /// Flows stopped midway → until when their pieces may still arrive.
+    stopped_flows: std::collections::HashMap<u64, Ms>,
     /// Links being set up (lower index first).
     pending: BTreeSet<(usize, usize)>,
     http_cancelled: BTreeSet<(usize, u64)>,
@@ -283,9 +315,12 @@ impl Sim {
         let latency = self.sc.network.latency_ms.draw(&mut self.rng).round() as Ms;
         let id = PeerId::new(format!("v{i}")).expect("a valid id");
         let seed = self.rng.random();
+        let mut cfg = core_config(&self.sc, self.rendition);
+        // The viewer knows its uplink (as an edge peer knows --upload-kbps).
+        cfg.upload_rate = up / SCALE as f64;
         self.viewers.push(Viewer {
             id: id.clone(),
-            core: Core::new(core_config(&self.sc, self.rendition), seed),
+            core: Core::new(cfg, seed),
             up,
             down,
             latency,
@@ -294,8 +329,8 @@ impl Sim {
             joined_at,
             first_segment: None,
             links: Vec::new(),
-            active_up: 0,
-            active_down: 0,
+            up_flows: Vec::new(),
+            down_flows: Vec::new(),
             timer: None,
             stall_offset: 0,
             stall_ms: 0,
@@ -408,6 +443,103 @@ impl Sim {
         }
     }
 
+    /// Recomputes the rate of every transfer that `sender` sends or
+    /// `receiver` receives (a transfer of theirs started or ended).
+    fn reshare(&mut self, sender: usize, receiver: usize) {
+        let mut ids = self.viewers[sender].up_flows.clone();
+        ids.extend(self.viewers[receiver].down_flows.iter().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        let now = self.now;
+        for id in ids {
+            let Some(f) = self.flows.get(&id) else {
+                continue;
+            };
+            let (a, b) = (f.from, f.to);
+            let rate = (self.viewers[a].up / self.viewers[a].up_flows.len().max(1) as f64)
+                .min(self.viewers[b].down / self.viewers[b].down_flows.len().max(1) as f64)
+                .max(1e-3);
+            let Some(f) = self.flows.get_mut(&id) else {
+                continue;
+            };
+            f.progress += f.rate * now.saturating_sub(f.at) as f64 / SCALE as f64;
+            f.at = now;
+            if f.rate == rate && f.generation > 0 {
+                continue; // its next tick stands
+            }
+            f.rate = rate;
+            f.generation += 1;
+            let boundary = (f.sent + f.piece).min(f.end);
+            let left = (f64::from(boundary) - f.progress).max(0.0) * SCALE as f64;
+            let at = now + (left / rate).ceil() as Ms;
+            let ev = Ev::FlowTick(id, f.generation);
+            self.at(at, ev);
+        }
+    }
+
+    /// A transfer reached a piece boundary: the piece leaves (it arrives
+    /// one link latency later); the last one ends the transfer.
+    fn flow_tick(&mut self, id: u64, generation: u32) {
+        let now = self.now;
+        let Some(f) = self.flows.get_mut(&id) else {
+            return;
+        };
+        if f.generation != generation {
+            return;
+        }
+        f.progress += f.rate * now.saturating_sub(f.at) as f64 / SCALE as f64;
+        f.at = now;
+        let boundary = (f.sent + f.piece).min(f.end);
+        // Rounding: the tick was set for the boundary.
+        f.progress = f.progress.max(f64::from(boundary));
+        let frame = Frame::Chunk {
+            rendition: f.rendition,
+            seq: f.seq,
+            offset: f.sent,
+            total: f.data.len() as u32,
+            data: f.data.slice(f.sent as usize..boundary as usize),
+        };
+        f.sent = boundary;
+        let last = boundary >= f.end;
+        let (from, to, seq) = (f.from, f.to, f.seq);
+        let lat = self.viewers[from].latency + self.viewers[to].latency;
+        self.at(
+            now + lat,
+            Ev::Piece {
+                flow: id,
+                to,
+                from,
+                seq,
+                frame,
+                last,
+            },
+        );
+        if last {
+            self.flows.remove(&id);
+            self.viewers[from].up_flows.retain(|&x| x != id);
+            self.viewers[to].down_flows.retain(|&x| x != id);
+            self.reshare(from, to);
+        } else if let Some(f) = self.flows.get_mut(&id) {
+            let next = (f.sent + f.piece).min(f.end);
+            let left = (f64::from(next) - f.progress).max(0.0) * SCALE as f64;
+            let at = now + (left / f.rate).ceil().max(1.0) as Ms;
+            self.at(at, Ev::FlowTick(id, generation));
+        }
+    }
+
+    /// Stops a transfer midway: its capacity is free at once and its pieces
+    /// still on the wire are dropped.
+    fn end_flow(&mut self, id: u64) {
+        let Some(f) = self.flows.remove(&id) else {
+            return;
+        };
+        let lat = self.viewers[f.from].latency + self.viewers[f.to].latency;
+        self.stopped_flows.insert(id, self.now + lat + 1);
+        self.viewers[f.from].up_flows.retain(|&x| x != id);
+        self.viewers[f.to].down_flows.retain(|&x| x != id);
+        self.reshare(f.from, f.to);
+    }
+
     fn pump(&mut self, v: usize) {
         loop {
             let Some(a) = self.viewers[v].core.poll_action() else {
@@ -465,54 +597,48 @@ impl Sim {
                         .handle_upload_done(now, &peer, rendition, seq);
                     return;
                 };
-                self.cancelled.remove(&(v, to, seq));
-                let real = (u64::from(end - from)) * SCALE;
-                self.viewers[v].active_up += 1;
-                self.viewers[to].active_down += 1;
-                let rate = (self.viewers[v].up / f64::from(self.viewers[v].active_up))
-                    .min(self.viewers[to].down / f64::from(self.viewers[to].active_down))
-                    .max(1e-3);
-                let dur = (real as f64 / rate).ceil() as Ms;
-                let lat = self.viewers[v].latency + self.viewers[to].latency;
-                let total = data.len() as u32;
                 let span = end - from;
-                let mut a0 = from;
-                let n = pieces(dur);
-                for k in 0..n {
-                    let e = k + 1;
-                    let a1 = from + (u64::from(span) * e / n) as u32;
-                    if a1 <= a0 {
-                        continue;
-                    }
-                    let frame = Frame::Chunk {
-                        rendition,
+                // Pieces of about PIECE_MS at the rate the transfer would
+                // get now (the rate changes as others start and end).
+                let now_rate = (self.viewers[v].up / (self.viewers[v].up_flows.len() + 1) as f64)
+                    .min(self.viewers[to].down / (self.viewers[to].down_flows.len() + 1) as f64)
+                    .max(1e-3);
+                let dur = (f64::from(span) * SCALE as f64 / now_rate).ceil() as Ms;
+                let piece = span.div_ceil(pieces(dur) as u32).max(1);
+                let id = self.next_flow;
+                self.next_flow += 1;
+                self.flows.insert(
+                    id,
+                    Flow {
+                        from: v,
+                        to,
                         seq,
-                        offset: a0,
-                        total,
-                        data: data.slice(a0 as usize..a1 as usize),
-                    };
-                    let t = now + lat + dur * e / n;
-                    self.at(
-                        t,
-                        Ev::Piece {
-                            to,
-                            from: v,
-                            seq,
-                            frame,
-                            last: e == n,
-                        },
-                    );
-                    a0 = a1;
-                }
+                        rendition,
+                        data,
+                        sent: from,
+                        end,
+                        piece,
+                        progress: f64::from(from),
+                        rate: 0.0,
+                        at: now,
+                        generation: 0,
+                    },
+                );
+                self.viewers[v].up_flows.push(id);
+                self.viewers[to].down_flows.push(id);
+                self.reshare(v, to);
             }
             Action::StopServing { peer, seq, .. } => {
                 // The sender stops: its uplink (and the receiver's downlink)
-                // is free at once; the pieces still queued are dropped.
+                // is free at once; the pieces still on the wire are dropped.
                 if let Some(&to) = self.by_id.get(&peer) {
-                    if self.cancelled.insert((v, to, seq)) {
-                        self.viewers[v].active_up = self.viewers[v].active_up.saturating_sub(1);
-                        self.viewers[to].active_down =
-                            self.viewers[to].active_down.saturating_sub(1);
+                    let id = self.viewers[v].up_flows.iter().copied().find(|f| {
+                        self.flows
+                            .get(f)
+                            .is_some_and(|f| f.to == to && f.seq == seq)
+                    });
+                    if let Some(id) = id {
+                        self.end_flow(id);
                     }
                 }
             }
@@ -627,6 +753,17 @@ impl Sim {
         if !had {
             return;
         }
+        // Transfers over the link end with it.
+        let ids: Vec<u64> = self.viewers[a]
+            .up_flows
+            .iter()
+            .chain(self.viewers[a].down_flows.iter())
+            .copied()
+            .filter(|id| self.flows.get(id).is_some_and(|f| f.from == b || f.to == b))
+            .collect();
+        for id in ids {
+            self.end_flow(id);
+        }
         let (ia, ib) = (self.viewers[a].id.clone(), self.viewers[b].id.clone());
         let now = self.now;
         self.viewers[a].core.handle_peer_down(now, &ib);
@@ -724,6 +861,11 @@ impl Sim {
                 }
                 self.viewers[v].present = false;
                 self.viewers[v].left_at = Some(now);
+                let mut ids = self.viewers[v].up_flows.clone();
+                ids.extend(self.viewers[v].down_flows.iter().copied());
+                for id in ids {
+                    self.end_flow(id);
+                }
                 if let Some(slot) = self.viewers[v].slot.take() {
                     self.by_slot.remove(&slot);
                     self.tracker.leave(now, slot);
@@ -783,20 +925,18 @@ impl Sim {
                 self.viewers[to].core.handle_frame(now, &id, frame);
                 self.pump(to);
             }
+            Ev::FlowTick(id, generation) => self.flow_tick(id, generation),
             Ev::Piece {
+                flow,
                 to,
                 from,
                 seq,
                 frame,
                 last,
             } => {
-                let stopped = self.cancelled.contains(&(from, to, seq));
-                if last && !stopped {
-                    self.viewers[from].active_up = self.viewers[from].active_up.saturating_sub(1);
-                    self.viewers[to].active_down = self.viewers[to].active_down.saturating_sub(1);
-                }
+                let stopped = self.stopped_flows.contains_key(&flow);
                 let linked = self.viewers[to].links.contains(&from);
-                if linked && !self.cancelled.contains(&(from, to, seq)) {
+                if linked && !stopped {
                     if let Frame::Chunk { data, .. } = &frame {
                         self.p2p_bytes += data.len() as u64 * SCALE;
                         self.window.1 += data.len() as u64 * SCALE;
@@ -805,8 +945,7 @@ impl Sim {
                     self.viewers[to].core.handle_frame(now, &id, frame);
                     self.pump(to);
                 }
-                if last {
-                    self.cancelled.remove(&(from, to, seq));
+                if last && !stopped {
                     let id = self.viewers[to].id.clone();
                     let r = self.rendition;
                     self.viewers[from].core.handle_upload_done(now, &id, r, seq);
@@ -849,6 +988,7 @@ impl Sim {
                 }
             }
             Ev::Sample => {
+                self.stopped_flows.retain(|_, until| *until >= now);
                 let (h, p, segs) = self.window;
                 let sec = now / 1000;
                 let media = h + p;
@@ -900,6 +1040,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
             0
         },
         max_first_fetchers: if policy == Policy::Plan { 1024 } else { 0 },
+        spread_budget_ms: sc.tracker.spread_budget_ms,
         ping_interval_ms: u32::MAX,
         idle_timeout_ms: u32::MAX,
         signals_per_sec: u32::MAX,
@@ -937,7 +1078,9 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         seg_sim,
         segs: BTreeMap::new(),
         content: BTreeMap::new(),
-        cancelled: BTreeSet::new(),
+        flows: std::collections::HashMap::new(),
+        next_flow: 0,
+        stopped_flows: std::collections::HashMap::new(),
         pending: BTreeSet::new(),
         http_cancelled: BTreeSet::new(),
         http_active_wan: 0,

@@ -241,6 +241,9 @@ pub struct TrackerSpec {
     pub cell_size: u32,
     /// Fewest first fetchers per segment.
     pub min_first_fetchers: u32,
+    /// Publish → the moment the plan wants nearly every viewer to hold a
+    /// segment, ms (the tracker's `--spread-budget-ms`).
+    pub spread_budget_ms: u64,
 }
 
 impl Default for TrackerSpec {
@@ -249,6 +252,7 @@ impl Default for TrackerSpec {
             neighbours: 8,
             cell_size: 300,
             min_first_fetchers: 1,
+            spread_budget_ms: 2000,
         }
     }
 }

@@ -1,0 +1,97 @@
+//! `swarmcast-load live`: a small live event (tracker + origin with its
+//! test source + 6 edge peers, 60 s, real WebRTC on loopback) whose report
+//! must agree with what each part counted itself: the origin's egress
+//! counter, the edge peers' byte counters, and the viewers' reports as the
+//! tracker sums them.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use swarmcast_e2e::bin;
+
+fn field(v: &Value, k: &str) -> u64 {
+    v[k].as_u64()
+        .unwrap_or_else(|| panic!("report lacks {k}: {v}"))
+}
+
+/// `a` within `tol` (a share of the larger) of `b`.
+fn close(a: u64, b: u64, tol: f64) -> bool {
+    let (a, b) = (a as f64, b as f64);
+    (a - b).abs() <= tol * a.max(b)
+}
+
+#[test]
+fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
+    let dir = std::env::temp_dir().join(format!("swarmcast-load-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let out = Command::new(bin("swarmcast-load"))
+        .args([
+            "live",
+            "--viewers",
+            "6",
+            "--duration",
+            "60",
+            "--warmup",
+            "10",
+            "--renditions",
+            "360p",
+            "--mode",
+            "swarm",
+            "--tracker-arg=--min-first-fetchers=1",
+            "--json",
+        ])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("swarmcast-load runs");
+    assert!(
+        out.status.success(),
+        "swarmcast-load live failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ev = &report["events"][0];
+    let t = &ev["totals"];
+    eprintln!("{}", serde_json::to_string_pretty(ev).unwrap());
+    let origin = field(t, "origin_segment_egress_bytes");
+    let edges_http = field(t, "edges_http_bytes");
+    let edges_p2p = field(t, "edges_p2p_bytes");
+    let uploaded = field(t, "edges_uploaded_bytes");
+    let tr_http = field(t, "tracker_http_bytes");
+    let tr_p2p = field(t, "tracker_p2p_bytes");
+    let tr_up = field(t, "tracker_uploaded_bytes");
+    // A real event happened: bytes came over HTTP and from peers.
+    assert!(edges_http > 1_000_000 && edges_p2p > 1_000_000, "{t}");
+    // What the origin sent is what the edge peers received over HTTP (a
+    // fetch cancelled at shutdown may leave a few bytes in flight).
+    assert!(
+        close(origin, edges_http, 0.02),
+        "origin {origin} vs edges {edges_http}"
+    );
+    // The viewers' last reports reach the tracker before they leave: its
+    // sums equal the edge peers' own counters. Bytes of transfers a viewer
+    // cancelled (a slow peer, a superseded HTTP fetch) are received but not
+    // counted as media: a few percent at most.
+    assert!(
+        tr_http <= edges_http && close(tr_http, edges_http, 0.05),
+        "tracker http {tr_http} vs edges {edges_http}"
+    );
+    assert!(
+        tr_p2p <= edges_p2p && close(tr_p2p, edges_p2p, 0.05),
+        "tracker p2p {tr_p2p} vs edges {edges_p2p}"
+    );
+    assert_eq!(tr_up, uploaded, "uploads as reported vs counted");
+    // Every chunk received was sent by a peer of the event.
+    assert!(
+        edges_p2p <= uploaded && close(edges_p2p, uploaded, 0.05),
+        "received {edges_p2p} vs sent {uploaded}"
+    );
+    // The figures of the measured span come from the same counters.
+    let offload = ev["offload"].as_f64().unwrap();
+    assert!(offload > 0.5, "offload {offload}");
+    assert_eq!(field(ev, "hash_failures"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
