@@ -88,6 +88,7 @@ fn tracker_messages(c: &mut Criterion) {
             sha256: Sha256Digest::of(b"segment 1234"),
             duration_ms: 2000,
             published_at_ms: 1_767_225_600_123,
+            blocks: None,
         },
     };
     let signal = ClientMsg::Signal {

@@ -388,6 +388,7 @@ pub async fn run(cfg: TrackerBench) -> Result<Report, LoadError> {
             sha256: Sha256Digest::of(&seq.to_be_bytes()),
             duration_ms: cfg.interval_ms as u32,
             published_at_ms: now_ms(),
+            blocks: None,
         };
         shared.published[seq as usize].store(now_ms(), Ordering::Relaxed);
         publisher

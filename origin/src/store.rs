@@ -20,7 +20,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 use swarmcast_proto::{
-    RenditionId, RenditionIndex, SegmentId, SegmentMeta, Sha256Digest, StreamId,
+    BLOCK_SIZE, BlockHashes, RenditionId, RenditionIndex, SegmentId, SegmentMeta, Sha256Digest,
+    StreamId,
 };
 
 use crate::error::OriginError;
@@ -433,6 +434,7 @@ impl Rendition {
                 sha256: p.sha256,
                 duration_ms: entry.duration_ms,
                 published_at_ms: now_ms,
+                blocks: BlockHashes::of(&p.data, BLOCK_SIZE),
             };
             let seg = Arc::new(Segment::new(
                 meta,

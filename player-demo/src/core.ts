@@ -354,7 +354,8 @@ export class Core {
         const seg = mine ? this.segs.get(frame.seq) : undefined;
         if (seg && seg.status.kind === "missing" && seg.status.a.peer?.peer === peer) {
           seg.status.a.peer = undefined;
-          seg.status.a.tried.add(peer);
+          // A busy neighbour may be asked again after its back-off; one that lacks it or refuses, not.
+          if (frame.reason !== "busy") seg.status.a.tried.add(peer);
           hadJob = true;
         }
         if (hadJob) n.downloads = Math.max(0, n.downloads - 1);

@@ -20,5 +20,5 @@ pub mod wire;
 
 pub use error::{Error, FrameError, IdError, MessageError, TokenError};
 pub use ids::{PeerId, RenditionId, SegmentId, Seq, StreamId};
-pub use segment::{RenditionIndex, SegmentMeta, Sha256Digest};
+pub use segment::{BLOCK_SIZE, BlockHashes, MAX_BLOCKS, RenditionIndex, SegmentMeta, Sha256Digest};
 pub use token::{Claims, Role, TokenKey};

@@ -71,9 +71,9 @@ impl<'de> Deserialize<'de> for Sha256Digest {
 /// checks bytes against. It comes from the origin (over HTTP or relayed by
 /// the tracker), never from another peer.
 ///
-/// Room to grow: per-chunk hashes (or a Merkle root over fixed chunks) for
-/// cut-through relaying will be a new optional field; decoders ignore fields
-/// they do not know, so older peers keep working.
+/// `blocks` (optional) holds a hash per fixed-size block, so that a peer can
+/// check and relay a segment block by block before it has all of it
+/// (cut-through relaying); decoders that do not know the field ignore it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SegmentMeta {
     /// `stream/rendition/seq`.
@@ -86,12 +86,58 @@ pub struct SegmentMeta {
     pub duration_ms: u32,
     /// When the origin published it, Unix time in milliseconds.
     pub published_at_ms: u64,
+    /// SHA-256 of each block, when the origin computed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<BlockHashes>,
+}
+
+/// The hash of each `size`-byte block of a segment (the last may be shorter).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockHashes {
+    /// Block size in bytes.
+    pub size: u32,
+    /// One per block, in order.
+    pub sha256: Vec<Sha256Digest>,
+}
+
+/// The block size the origin uses: 64 KiB (a 2-s segment at 2.5 Mb/s has 10).
+pub const BLOCK_SIZE: u32 = 64 * 1024;
+/// Most blocks a record may list (16 MiB at 64 KiB; larger segments are
+/// published without): 256 hashes keep a tracker message under its 32 KiB cap.
+pub const MAX_BLOCKS: usize = 256;
+
+impl BlockHashes {
+    /// The block hashes of `data` in blocks of `size` bytes; `None` when
+    /// `size` is 0 or the segment would need more than [`MAX_BLOCKS`].
+    pub fn of(data: &[u8], size: u32) -> Option<Self> {
+        if size == 0 || data.len().div_ceil(size as usize) > MAX_BLOCKS {
+            return None;
+        }
+        Some(Self {
+            size,
+            sha256: data.chunks(size as usize).map(Sha256Digest::of).collect(),
+        })
+    }
+
+    /// True when the list fits a segment of `len` bytes: a non-zero block
+    /// size, one hash per block, at most [`MAX_BLOCKS`].
+    pub fn fits(&self, len: u64) -> bool {
+        self.size > 0
+            && self.sha256.len() <= MAX_BLOCKS
+            && self.sha256.len() as u64 == len.div_ceil(u64::from(self.size))
+    }
 }
 
 impl SegmentMeta {
     /// True when `data` is exactly the segment this record describes.
     pub fn matches(&self, data: &[u8]) -> bool {
         data.len() as u64 == self.size && Sha256Digest::of(data) == self.sha256
+    }
+
+    /// Block hashes that fit this segment (a record whose list does not is
+    /// treated as having none).
+    pub fn block_hashes(&self) -> Option<&BlockHashes> {
+        self.blocks.as_ref().filter(|b| b.fits(self.size))
     }
 }
 
@@ -136,6 +182,7 @@ mod tests {
             sha256: Sha256Digest::of(b"abc"),
             duration_ms: 2000,
             published_at_ms: 1,
+            blocks: None,
         };
         assert!(meta.matches(b"abc"));
         assert!(!meta.matches(b"abd"));

@@ -149,6 +149,7 @@ fn meta() -> impl Strategy<Value = SegmentMeta> {
                 sha256: Sha256Digest(digest),
                 duration_ms,
                 published_at_ms,
+                blocks: None,
             },
         )
 }
@@ -732,4 +733,53 @@ fn deep_nesting_is_refused_without_overflow() {
             ErrorCode::Malformed
         );
     }
+}
+
+#[test]
+fn block_hash_lists_that_do_not_fit_their_segment_are_ignored() {
+    let data = vec![7u8; 200_000];
+    let good = swarmcast_proto::BlockHashes::of(&data, swarmcast_proto::BLOCK_SIZE).unwrap();
+    assert_eq!(good.sha256.len(), 4);
+    let meta = |blocks: Option<swarmcast_proto::BlockHashes>| SegmentMeta {
+        id: SegmentId::new(
+            StreamId::new("s").unwrap(),
+            RenditionId::new("r").unwrap(),
+            1,
+        ),
+        size: data.len() as u64,
+        sha256: Sha256Digest::of(&data),
+        duration_ms: 2000,
+        published_at_ms: 0,
+        blocks,
+    };
+    assert!(meta(Some(good.clone())).block_hashes().is_some());
+    // Too few, too many, a zero block size, a size that implies more blocks.
+    let mut short = good.clone();
+    short.sha256.pop();
+    let mut long = good.clone();
+    long.sha256.push(Sha256Digest::of(b"x"));
+    let zero = swarmcast_proto::BlockHashes {
+        size: 0,
+        ..good.clone()
+    };
+    let tiny = swarmcast_proto::BlockHashes {
+        size: 1,
+        ..good.clone()
+    };
+    for bad in [short, long, zero, tiny] {
+        assert!(meta(Some(bad)).block_hashes().is_none());
+    }
+    // More than MAX_BLOCKS: the origin publishes none.
+    assert!(swarmcast_proto::BlockHashes::of(&data, 16).is_none());
+    assert!(swarmcast_proto::BlockHashes::of(&data, 0).is_none());
+    // Over the wire: a lying list decodes (no panic) and is ignored; a
+    // malformed one is an error, not a crash.
+    let mut v = serde_json::to_value(meta(None)).unwrap();
+    v["blocks"] = serde_json::json!({"size": 65536, "sha256": ["00"]});
+    assert!(serde_json::from_value::<SegmentMeta>(v.clone()).is_err());
+    v["blocks"] = serde_json::json!({"size": 65536, "sha256": [Sha256Digest::of(b"a")]});
+    let m: SegmentMeta = serde_json::from_value(v.clone()).unwrap();
+    assert!(m.block_hashes().is_none());
+    v["blocks"] = serde_json::json!({"size": -1, "sha256": []});
+    assert!(serde_json::from_value::<SegmentMeta>(v).is_err());
 }

@@ -101,6 +101,10 @@ pub struct CoreConfig {
     pub upload_rate: f64,
     /// Upload budget, bytes per second (0 = unlimited).
     pub upload_budget: u64,
+    /// Relay a segment block by block before holding all of it, when the
+    /// origin's record has block hashes: each block is checked against its
+    /// hash, then streamed to the neighbours that asked (cut-through).
+    pub cut_through: bool,
     /// Requests a neighbour may send per second before it is dropped.
     pub max_requests_per_sec: u32,
 }
@@ -120,6 +124,7 @@ impl CoreConfig {
             upload_slots: 6,
             upload_rate: 0.0,
             upload_budget: 0,
+            cut_through: true,
             max_requests_per_sec: 100,
         }
     }
@@ -288,9 +293,25 @@ struct Assembly {
     from_peers: Vec<PeerId>,
     /// Neighbours that refused or failed this segment.
     tried: BTreeSet<PeerId>,
+    /// Bytes `[0, verified)` matched their block hashes.
+    verified: u64,
+    /// Neighbours served as blocks are verified (cut-through).
+    streams: Vec<Stream>,
+}
+
+/// A neighbour served from a segment still arriving: bytes `[next, end)`
+/// are still to be handed to its link.
+#[derive(Debug)]
+struct Stream {
+    peer: PeerId,
+    next: u64,
+    end: u64,
 }
 
 #[derive(Debug)]
+// A segment is Missing while it arrives and Held for the rest of its time
+// in the window; boxing the assembly would add an allocation per segment.
+#[allow(clippy::large_enum_variant)]
 enum Status {
     Missing(Assembly),
     Held(Bytes),
@@ -302,6 +323,8 @@ struct Seg {
     deadline: Millis,
     first_fetch: bool,
     late_counted: bool,
+    /// Neighbours were told we have it (early, with cut-through).
+    announced: bool,
     status: Status,
 }
 
@@ -431,6 +454,7 @@ impl Core {
                 deadline,
                 first_fetch,
                 late_counted: false,
+                announced: false,
                 status: Status::Missing(Assembly {
                     buf: BytesMut::zeroed(size),
                     filled: 0,
@@ -439,6 +463,8 @@ impl Core {
                     from_http: false,
                     from_peers: Vec::new(),
                     tried: BTreeSet::new(),
+                    verified: 0,
+                    streams: Vec::new(),
                 }),
             },
         );
@@ -460,6 +486,18 @@ impl Core {
                     .actions
                     .push_back(Action::Evicted { rendition: r, seq }),
                 Status::Missing(a) => {
+                    for st in a.streams {
+                        if let Some(n) = self.peers.get_mut(&st.peer) {
+                            if n.uploads.remove(&(r, seq)) {
+                                self.uploads = self.uploads.saturating_sub(1);
+                            }
+                        }
+                        self.actions.push_back(Action::StopServing {
+                            peer: st.peer,
+                            rendition: r,
+                            seq,
+                        });
+                    }
                     if let Some(h) = a.http {
                         self.http_reqs.remove(&h.req);
                         self.actions.push_back(Action::HttpCancel { req: h.req });
@@ -546,6 +584,7 @@ impl Core {
                     if a.peer.as_ref().is_some_and(|j| &j.peer == peer) {
                         a.peer = None;
                     }
+                    a.streams.retain(|st| &st.peer != peer);
                 }
             }
         }
@@ -611,6 +650,14 @@ impl Core {
                 length,
             } => self.on_request(now, peer, rendition, seq, offset, length),
             Frame::Cancel { rendition, seq } => {
+                if let Some(Status::Missing(a)) = self
+                    .segs
+                    .get_mut(&rendition)
+                    .and_then(|m| m.get_mut(&seq))
+                    .map(|s| &mut s.status)
+                {
+                    a.streams.retain(|st| &st.peer != peer);
+                }
                 if let Some(n) = self.peers.get_mut(peer) {
                     if n.uploads.remove(&(rendition, seq)) {
                         self.uploads = self.uploads.saturating_sub(1);
@@ -636,7 +683,11 @@ impl Core {
                 {
                     if a.peer.as_ref().is_some_and(|j| &j.peer == peer) {
                         a.peer = None;
-                        a.tried.insert(peer.clone());
+                        // A busy neighbour may be asked again after its
+                        // back-off; one that lacks it or refuses, not.
+                        if reason != RejectReason::Busy {
+                            a.tried.insert(peer.clone());
+                        }
                         had_job = true;
                     }
                 }
@@ -702,19 +753,20 @@ impl Core {
             self.drop_peer(now, peer, DropReason::RequestFlood);
             return;
         }
+        // A held segment, or (cut-through) one we announced while it arrives.
         let held = self
             .segs
             .get(&rendition)
             .and_then(|m| m.get(&seq))
             .and_then(|s| match &s.status {
-                Status::Held(b) => Some((b.clone(), s.meta.duration_ms)),
+                Status::Held(b) => Some((Some(b.clone()), s.meta.size, s.meta.duration_ms)),
+                Status::Missing(_) if s.announced => Some((None, s.meta.size, s.meta.duration_ms)),
                 Status::Missing(_) => None,
             });
-        let Some((data, duration_ms)) = held else {
+        let Some((data, len, duration_ms)) = held else {
             self.reject(peer, rendition, seq, RejectReason::NotFound);
             return;
         };
-        let len = data.len() as u64;
         let from = u64::from(offset);
         let to = if length == 0 {
             len
@@ -738,6 +790,23 @@ impl Core {
             n.uploads.insert((rendition, seq));
         }
         self.uploads += 1;
+        let Some(data) = data else {
+            // Still arriving: its link gets each verified block in turn.
+            if let Some(Status::Missing(a)) = self
+                .segs
+                .get_mut(&rendition)
+                .and_then(|m| m.get_mut(&seq))
+                .map(|s| &mut s.status)
+            {
+                a.streams.push(Stream {
+                    peer: peer.clone(),
+                    next: from,
+                    end: to,
+                });
+            }
+            self.feed_streams(rendition, seq);
+            return;
+        };
         self.stats.uploaded_bytes += to - from;
         self.actions.push_back(Action::Serve {
             peer: peer.clone(),
@@ -747,6 +816,94 @@ impl Core {
             from: from as u32,
             to: to as u32,
         });
+    }
+
+    /// Hands the verified bytes of a segment still arriving to the links of
+    /// the neighbours streaming it.
+    fn feed_streams(&mut self, r: RenditionId, seq: Seq) {
+        let Some(Status::Missing(a)) = self
+            .segs
+            .get_mut(&r)
+            .and_then(|m| m.get_mut(&seq))
+            .map(|s| &mut s.status)
+        else {
+            return;
+        };
+        let verified = a.verified;
+        if !a.streams.iter().any(|st| st.next < st.end.min(verified)) {
+            return;
+        }
+        // The link slices `data[from..to]`; bytes past `verified` are never sent.
+        let data = Bytes::copy_from_slice(&a.buf);
+        for st in &mut a.streams {
+            let to = st.end.min(verified);
+            if st.next < to {
+                self.stats.uploaded_bytes += to - st.next;
+                self.actions.push_back(Action::Serve {
+                    peer: st.peer.clone(),
+                    rendition: r,
+                    seq,
+                    data: data.clone(),
+                    from: st.next as u32,
+                    to: to as u32,
+                });
+                st.next = to;
+            }
+        }
+    }
+
+    /// Checks the newly filled whole blocks of a segment against the
+    /// origin's block hashes; the first verified block makes the segment
+    /// announced to neighbours (cut-through), and verified bytes go to the
+    /// neighbours streaming it. A block that does not match is treated as a
+    /// whole-segment hash mismatch.
+    fn advance_verified(&mut self, now: Millis, r: RenditionId, seq: Seq) {
+        if !self.cfg.cut_through {
+            return;
+        }
+        let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
+            return;
+        };
+        let meta = seg.meta.clone();
+        let Some(blocks) = meta.block_hashes() else {
+            return;
+        };
+        let Status::Missing(a) = &mut seg.status else {
+            return;
+        };
+        let size = u64::from(blocks.size);
+        let before = a.verified;
+        while a.verified < a.filled {
+            let i = a.verified / size;
+            let end = ((i + 1) * size).min(meta.size);
+            if a.filled < end {
+                break;
+            }
+            let ok = blocks
+                .sha256
+                .get(i as usize)
+                .is_some_and(|h| Sha256Digest::of(&a.buf[a.verified as usize..end as usize]) == *h);
+            if !ok {
+                self.bad_bytes(now, r, seq);
+                return;
+            }
+            a.verified = end;
+        }
+        if a.verified == before {
+            return;
+        }
+        if !seg.announced {
+            seg.announced = true;
+            let mut peers: Vec<PeerId> = self.peers.keys().cloned().collect();
+            peers.sort();
+            for p in peers {
+                self.actions.push_back(Action::Send {
+                    peer: p,
+                    frame: Frame::Have { rendition: r, seq },
+                });
+            }
+        }
+        self.feed_streams(r, seq);
     }
 
     fn take_budget(&mut self, now: Millis, bytes: u64) -> bool {
@@ -774,6 +931,23 @@ impl Core {
         rendition: RenditionId,
         seq: Seq,
     ) {
+        self.now = self.now.max(now);
+        // A stream of a segment still arriving goes on until all of its
+        // range has been handed over.
+        if let Some(Status::Missing(a)) = self
+            .segs
+            .get_mut(&rendition)
+            .and_then(|m| m.get_mut(&seq))
+            .map(|s| &mut s.status)
+        {
+            if a.streams
+                .iter()
+                .any(|st| &st.peer == peer && st.next < st.end)
+            {
+                return;
+            }
+            a.streams.retain(|st| &st.peer != peer);
+        }
         if let Some(n) = self.peers.get_mut(peer) {
             if n.uploads.remove(&(rendition, seq)) {
                 self.uploads = self.uploads.saturating_sub(1);
@@ -835,6 +1009,7 @@ impl Core {
                 n.rate = Some(n.rate.map_or(r, |old| 0.7 * old + 0.3 * r));
             }
         }
+        self.advance_verified(now, rendition, seq);
         self.finish_if_complete(now, rendition, seq);
         self.schedule(now);
     }
@@ -863,6 +1038,7 @@ impl Core {
         // One source at a time, each from the first missing byte.
         a.filled = job.next;
         self.stats.http_bytes += n as u64;
+        self.advance_verified(now, r, seq);
     }
 
     /// HTTP request `req` finished.
@@ -911,27 +1087,24 @@ impl Core {
         if a.filled < seg.meta.size {
             return;
         }
-        let data = std::mem::take(&mut a.buf).freeze();
-        if Sha256Digest::of(&data) != seg.meta.sha256 {
-            self.stats.hash_failures += 1;
-            let guilty = std::mem::take(&mut a.from_peers);
-            if let Some(h) = a.http.take() {
-                self.http_reqs.remove(&h.req);
-                self.actions.push_back(Action::HttpCancel { req: h.req });
-            }
-            a.buf = BytesMut::zeroed(seg.meta.size as usize);
-            a.filled = 0;
-            a.from_http = false;
-            a.peer = None;
-            // Start over from the origin, which is never wrong about itself.
-            seg.first_fetch = true;
-            for p in &guilty {
-                a.tried.insert(p.clone());
-            }
-            for p in guilty {
-                self.drop_peer(now, &p, DropReason::HashMismatch);
-            }
+        if Sha256Digest::of(&a.buf) != seg.meta.sha256 {
+            self.bad_bytes(now, r, seq);
             return;
+        }
+        let data = std::mem::take(&mut a.buf).freeze();
+        // Neighbours streaming it get the rest at once.
+        for st in std::mem::take(&mut a.streams) {
+            if st.next < st.end {
+                self.stats.uploaded_bytes += st.end - st.next;
+                self.actions.push_back(Action::Serve {
+                    peer: st.peer,
+                    rendition: r,
+                    seq,
+                    data: data.clone(),
+                    from: st.next as u32,
+                    to: st.end as u32,
+                });
+            }
         }
         let source = match (a.from_http, a.from_peers.is_empty()) {
             (true, true) => Source::Http,
@@ -959,6 +1132,9 @@ impl Core {
         let meta = seg.meta.clone();
         self.actions
             .push_back(Action::Complete { meta, data, source });
+        if std::mem::replace(&mut seg.announced, true) {
+            return;
+        }
         let mut peers: Vec<PeerId> = self.peers.keys().cloned().collect();
         peers.sort();
         for p in peers {
@@ -966,6 +1142,42 @@ impl Core {
                 peer: p,
                 frame: Frame::Have { rendition: r, seq },
             });
+        }
+    }
+
+    /// Bytes of a segment did not match the origin's hash (a block or the
+    /// whole): every peer that sent bytes of it is dropped and reported, and
+    /// the segment starts over from the origin. Neighbours streaming it keep
+    /// their place and get the bytes once verified again.
+    fn bad_bytes(&mut self, now: Millis, r: RenditionId, seq: Seq) {
+        let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
+            return;
+        };
+        let Status::Missing(a) = &mut seg.status else {
+            return;
+        };
+        self.stats.hash_failures += 1;
+        let guilty = std::mem::take(&mut a.from_peers);
+        if let Some(h) = a.http.take() {
+            self.http_reqs.remove(&h.req);
+            self.actions.push_back(Action::HttpCancel { req: h.req });
+        }
+        if let Some(j) = a.peer.take() {
+            if let Some(n) = self.peers.get_mut(&j.peer) {
+                n.downloads = n.downloads.saturating_sub(1);
+            }
+        }
+        a.buf = BytesMut::zeroed(seg.meta.size as usize);
+        a.filled = 0;
+        a.verified = 0;
+        a.from_http = false;
+        // Start over from the origin, which is never wrong about itself.
+        seg.first_fetch = true;
+        for p in &guilty {
+            a.tried.insert(p.clone());
+        }
+        for p in guilty {
+            self.drop_peer(now, &p, DropReason::HashMismatch);
         }
     }
 

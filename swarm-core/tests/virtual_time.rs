@@ -9,7 +9,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use swarmcast_proto::wire::{Frame, MAX_CHUNK_DATA, RejectReason};
-use swarmcast_proto::{PeerId, RenditionId, SegmentId, SegmentMeta, Seq, Sha256Digest, StreamId};
+use swarmcast_proto::{
+    BLOCK_SIZE, BlockHashes, PeerId, RenditionId, SegmentId, SegmentMeta, Seq, Sha256Digest,
+    StreamId,
+};
 use swarmcast_swarm_core::{Action, Core, CoreConfig, DropReason, Millis, Source};
 
 fn r() -> RenditionId {
@@ -20,6 +23,13 @@ fn pid(s: &str) -> PeerId {
     PeerId::new(s).unwrap()
 }
 
+/// A segment whose record carries 64 KiB block hashes (cut-through).
+fn segment_with_blocks(seq: Seq, size: usize) -> (SegmentMeta, Bytes) {
+    let (mut meta, data) = segment(seq, size);
+    meta.blocks = BlockHashes::of(&data, BLOCK_SIZE);
+    (meta, data)
+}
+
 fn segment(seq: Seq, size: usize) -> (SegmentMeta, Bytes) {
     let data: Vec<u8> = (0..size).map(|i| (i as u64 * 7 + seq * 13) as u8).collect();
     let meta = SegmentMeta {
@@ -28,6 +38,7 @@ fn segment(seq: Seq, size: usize) -> (SegmentMeta, Bytes) {
         sha256: Sha256Digest::of(&data),
         duration_ms: 2000,
         published_at_ms: 0,
+        blocks: None,
     };
     (meta, Bytes::from(data))
 }
@@ -83,6 +94,9 @@ struct Sim {
     order: u64,
     /// Serves in progress: (server, client, seq) -> cancelled?
     serving: HashMap<(PeerId, PeerId, Seq), bool>,
+    /// When each link's (server → client) last queued chunk leaves: serves
+    /// on one link go out in order, as on a data channel.
+    link_free: HashMap<(PeerId, PeerId), Millis>,
     http_cancelled: HashSet<(PeerId, u64)>,
     link_ms: Millis,
     /// Peer link rate, bytes per ms.
@@ -104,6 +118,7 @@ impl Sim {
             next_id: 0,
             order: 0,
             serving: HashMap::new(),
+            link_free: HashMap::new(),
             http_cancelled: HashSet::new(),
             link_ms: 5,
             link_rate: 5_000,
@@ -167,7 +182,15 @@ impl Sim {
     /// The origin publishes `seq` now; the tracker tells every node (the
     /// `first` ones as first fetchers).
     fn publish(&mut self, seq: Seq, size: usize, first: &[&str]) -> SegmentMeta {
-        let (meta, data) = segment(seq, size);
+        self.publish_record(segment(seq, size), first)
+    }
+
+    fn publish_record(
+        &mut self,
+        (meta, data): (SegmentMeta, Bytes),
+        first: &[&str],
+    ) -> SegmentMeta {
+        let seq = meta.id.seq;
         self.origin.insert(seq, data);
         let ids: Vec<PeerId> = self.nodes.keys().cloned().collect();
         for id in ids {
@@ -222,7 +245,13 @@ impl Sim {
                         Behaviour::Slow(k) => k,
                         _ => 1,
                     };
-                    let mut t = now + self.link_ms;
+                    let key = (id.clone(), peer.clone());
+                    let mut t = self
+                        .link_free
+                        .get(&key)
+                        .copied()
+                        .unwrap_or(0)
+                        .max(now + self.link_ms);
                     for f in Frame::chunks(rendition, seq, &data, from as usize).unwrap() {
                         let Frame::Chunk {
                             rendition,
@@ -237,7 +266,8 @@ impl Sim {
                         if offset >= to {
                             break;
                         }
-                        let mut data = data;
+                        // A serve ends at `to` (the rest of the buffer may not be verified).
+                        let mut data = data.slice(..(to - offset).min(data.len() as u32) as usize);
                         if behaviour == Behaviour::Corrupt {
                             let mut v = data.to_vec();
                             v[0] ^= 0xff;
@@ -259,7 +289,7 @@ impl Sim {
                             },
                         );
                     }
-                    let _ = MAX_CHUNK_DATA;
+                    self.link_free.insert(key, t);
                     // The upload ends when its last chunk has left.
                     let done_at = t;
                     self.at(
@@ -697,4 +727,94 @@ fn the_player_position_pulls_deadlines_in() {
     sim.pump(&pid("v"));
     sim.run(5_000);
     assert_eq!(sim.node("v").http_gets[0].0, 20);
+}
+
+/// a → b → c in a chain, a fetching from a slow origin: with block hashes,
+/// b relays each verified block at once and c each block of b's, so c
+/// completes a few ms after a; without (or with cut-through off) each hop
+/// waits for the whole segment.
+#[test]
+fn with_block_hashes_a_relay_streams_blocks_before_it_holds_the_segment() {
+    let finish = |cut_through: bool, blocks: bool| {
+        let mut sim = Sim::new();
+        for id in ["a", "b", "c"] {
+            let mut cfg = viewer();
+            cfg.cut_through = cut_through;
+            sim.add(id, cfg, Behaviour::Honest);
+        }
+        sim.connect("a", "b");
+        sim.connect("b", "c");
+        let rec = if blocks {
+            segment_with_blocks(0, 300_000)
+        } else {
+            segment(0, 300_000)
+        };
+        let meta = sim.publish_record(rec, &["a"]);
+        sim.run(10_000);
+        let mut at = Vec::new();
+        for id in ["a", "b", "c"] {
+            let n = sim.node(id);
+            assert_eq!(n.completed.len(), 1, "{id}");
+            let (m, data, _, t) = &n.completed[0];
+            assert_eq!(**m, meta);
+            assert!(m.matches(data), "{id}");
+            at.push(*t);
+        }
+        let gets = (
+            sim.node("b").http_gets.clone(),
+            sim.node("c").http_gets.clone(),
+        );
+        assert!(
+            gets.0.is_empty() && gets.1.is_empty(),
+            "cut {cut_through} blocks {blocks}: {gets:?} at {at:?}"
+        );
+        assert_eq!(sim.node("c").core.stats().p2p_bytes, 300_000);
+        assert_eq!(sim.node("b").core.stats().uploaded_bytes, 300_000);
+        at
+    };
+    // HTTP 1000 B/ms: a has the segment about 330 ms after its publish;
+    // a hop of the whole segment costs 60 ms at 5000 B/ms plus 5 ms.
+    let streamed = finish(true, true);
+    let stored = finish(false, true);
+    let unhashed = finish(true, false);
+    assert!(streamed[2] < streamed[0] + 40, "cut-through: {streamed:?}");
+    assert!(
+        stored[2] >= stored[0] + 2 * 60,
+        "store-and-forward: {stored:?}"
+    );
+    assert_eq!(stored, unhashed, "no block hashes: store-and-forward");
+}
+
+/// A relay streaming blocks to a neighbour gets a corrupted block from its
+/// own source: it checks the block before relaying, drops the source, and
+/// the neighbour still gets only the origin's bytes.
+#[test]
+fn a_corrupted_block_is_caught_before_it_is_relayed() {
+    let mut sim = Sim::new();
+    sim.add("evil", viewer(), Behaviour::Corrupt);
+    sim.add("v", viewer(), Behaviour::Honest);
+    sim.add("w", viewer(), Behaviour::Honest);
+    sim.connect("evil", "v");
+    sim.connect("v", "w");
+    sim.publish_record(segment_with_blocks(0, 300_000), &["evil"]);
+    sim.run(10_000);
+    let v = sim.node("v");
+    assert_eq!(v.dropped, vec![(pid("evil"), DropReason::HashMismatch)]);
+    // Caught at the first block: v never took a full segment's bytes from evil.
+    // (plus the rest of the chunk that completed the block)
+    let p2p = v.core.stats().p2p_bytes;
+    assert!(
+        p2p <= u64::from(BLOCK_SIZE) + MAX_CHUNK_DATA as u64,
+        "{p2p}"
+    );
+    for id in ["v", "w"] {
+        let n = sim.node(id);
+        let (meta, data, _, at) = &n.completed[0];
+        assert!(meta.matches(data), "{id} delivered bytes that do not match");
+        assert!(*at <= 4010, "{id} completed at {at}");
+        assert!(
+            n.dropped.iter().all(|(p, _)| p.as_str() == "evil"),
+            "{id} dropped an honest peer"
+        );
+    }
 }

@@ -1267,6 +1267,7 @@ mod tests {
             sha256: Sha256Digest::of(&seq.to_be_bytes()),
             duration_ms: 2000,
             published_at_ms: 0,
+            blocks: None,
         }
     }
 

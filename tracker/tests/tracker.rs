@@ -222,6 +222,7 @@ fn meta(stream: &str, seq: u64) -> SegmentMeta {
         sha256: Sha256Digest::of(&seq.to_le_bytes()),
         duration_ms: 2000,
         published_at_ms: 1,
+        blocks: None,
     }
 }
 

@@ -33,7 +33,9 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use swarmcast_proto::tracker::{ClientKind, ClientMsg, SegmentRef, ServerMsg};
 use swarmcast_proto::wire::Frame;
-use swarmcast_proto::{PeerId, RenditionId, SegmentId, SegmentMeta, Sha256Digest, StreamId};
+use swarmcast_proto::{
+    BLOCK_SIZE, BlockHashes, PeerId, RenditionId, SegmentId, SegmentMeta, Sha256Digest, StreamId,
+};
 use swarmcast_swarm_core::{Action, Core, CoreConfig};
 use swarmcast_tracker::swarm::{JoinRequest, Recipients, Slot, Swarm, SwarmConfig};
 
@@ -409,6 +411,8 @@ impl Sim {
             sha256: Sha256Digest::of(&data),
             duration_ms: self.sc.stream.segment_ms as u32,
             published_at_ms: self.now,
+            // The origin's 64 KiB blocks, in simulated bytes.
+            blocks: BlockHashes::of(&data, (u64::from(BLOCK_SIZE) / SCALE).max(1) as u32),
         };
         let population = self.viewers.iter().filter(|v| v.present).count() as u32;
         self.segs.insert(
@@ -597,6 +601,18 @@ impl Sim {
                         .handle_upload_done(now, &peer, rendition, seq);
                     return;
                 };
+                // More of a segment streamed as it arrives (cut-through):
+                // the transfer under way goes on with the new bytes.
+                let running = self.viewers[v].up_flows.iter().copied().find(|id| {
+                    self.flows
+                        .get(id)
+                        .is_some_and(|f| f.to == to && f.seq == seq && f.end == from)
+                });
+                if let Some(f) = running.and_then(|id| self.flows.get_mut(&id)) {
+                    f.end = end;
+                    f.data = data;
+                    return;
+                }
                 let span = end - from;
                 // Pieces of about PIECE_MS at the rate the transfer would
                 // get now (the rate changes as others start and end).
