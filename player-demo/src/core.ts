@@ -150,6 +150,8 @@ interface Neighbour {
 const CHECK_MS = 100;
 /** A peer that has sent no byte this long after a request is too slow. */
 const FIRST_BYTE_MS = 400;
+/** A transfer's rate is judged over at least this long after its first byte (as Rust's MEASURE_MS). */
+const MEASURE_MS = 300;
 
 
 export class Core {
@@ -618,8 +620,10 @@ export class Core {
     let tooSlow: boolean;
     if (job.firstByte === undefined) {
       tooSlow = now - job.started >= FIRST_BYTE_MS || now + this.cfg.marginMs >= seg.deadline;
+    } else if (now - job.firstByte < MEASURE_MS) {
+      tooSlow = now + this.cfg.marginMs >= seg.deadline;
     } else {
-      const rate = (job.next - job.from) / Math.max(1, now - job.started);
+      const rate = (job.next - job.from) / Math.max(1, now - job.firstByte);
       tooSlow = rate <= 0 || now + Math.floor(remaining / rate) + this.cfg.marginMs > seg.deadline;
     }
     if (!tooSlow) return;

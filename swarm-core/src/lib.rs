@@ -362,6 +362,10 @@ pub struct Core {
 const CHECK_MS: Millis = 100;
 /// A peer that has sent no byte this long after a request is too slow.
 const FIRST_BYTE_MS: Millis = 400;
+/// A transfer's rate is judged over at least this long after its first
+/// byte (a rate taken over the request's round trip and the first chunk
+/// alone undershoots, and cancels transfers that would finish in time).
+const MEASURE_MS: Millis = 300;
 
 impl Core {
     /// A core with no segment and no neighbour.
@@ -1298,9 +1302,10 @@ impl Core {
         let remaining = (job.end - job.next) as f64;
         let too_slow = match job.first_byte {
             None => now.saturating_sub(job.started) >= FIRST_BYTE_MS || now + margin >= deadline,
-            Some(_) => {
+            Some(first) if now.saturating_sub(first) < MEASURE_MS => now + margin >= deadline,
+            Some(first) => {
                 let got = (job.next - job.from) as f64;
-                let rate = got / now.saturating_sub(job.started).max(1) as f64;
+                let rate = got / now.saturating_sub(first).max(1) as f64;
                 rate <= 0.0 || now + (remaining / rate) as Millis + margin > deadline
             }
         };

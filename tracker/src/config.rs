@@ -72,7 +72,7 @@ pub struct Config {
     /// then, later ones get more first fetchers (viewers fall back to HTTP
     /// shortly after; a player three 2-s segments behind live needs a
     /// segment about 4 s after its publish).
-    #[arg(long, env = "SWARMCAST_SPREAD_BUDGET_MS", default_value_t = 2000)]
+    #[arg(long, env = "SWARMCAST_SPREAD_BUDGET_MS", default_value_t = 3000)]
     pub spread_budget_ms: u64,
 
     /// A first fetcher that has not announced `have` within this many ms is

@@ -88,7 +88,7 @@ impl Default for SwarmConfig {
             min_first_fetchers: 1,
             max_first_fetchers: 1000,
             first_fetch_deadline_ms: 1500,
-            spread_budget_ms: 2000,
+            spread_budget_ms: 3000,
             selection_sample: 256,
             signals_per_sec: 50,
             signal_burst: 200,

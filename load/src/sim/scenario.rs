@@ -252,7 +252,7 @@ impl Default for TrackerSpec {
             neighbours: 8,
             cell_size: 300,
             min_first_fetchers: 1,
-            spread_budget_ms: 2000,
+            spread_budget_ms: 3000,
         }
     }
 }
