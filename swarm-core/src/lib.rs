@@ -299,6 +299,33 @@ struct Assembly {
     streams: Vec<Stream>,
 }
 
+impl Assembly {
+    /// Stops this segment's HTTP fetch and peer download, if any; the peer
+    /// is told to stop sending.
+    fn stop_sources(
+        &mut self,
+        r: RenditionId,
+        seq: Seq,
+        http_reqs: &mut HashMap<u64, (RenditionId, Seq)>,
+        peers: &mut BTreeMap<PeerId, Neighbour>,
+        actions: &mut VecDeque<Action>,
+    ) {
+        if let Some(h) = self.http.take() {
+            http_reqs.remove(&h.req);
+            actions.push_back(Action::HttpCancel { req: h.req });
+        }
+        if let Some(j) = self.peer.take() {
+            if let Some(n) = peers.get_mut(&j.peer) {
+                n.downloads = n.downloads.saturating_sub(1);
+            }
+            actions.push_back(Action::Send {
+                peer: j.peer,
+                frame: Frame::Cancel { rendition: r, seq },
+            });
+        }
+    }
+}
+
 /// A neighbour served from a segment still arriving: bytes `[next, end)`
 /// are still to be handed to its link.
 #[derive(Debug)]
@@ -489,7 +516,14 @@ impl Core {
                 Status::Held(_) => self
                     .actions
                     .push_back(Action::Evicted { rendition: r, seq }),
-                Status::Missing(a) => {
+                Status::Missing(mut a) => {
+                    a.stop_sources(
+                        r,
+                        seq,
+                        &mut self.http_reqs,
+                        &mut self.peers,
+                        &mut self.actions,
+                    );
                     for st in a.streams {
                         if let Some(n) = self.peers.get_mut(&st.peer) {
                             if n.uploads.remove(&(r, seq)) {
@@ -500,19 +534,6 @@ impl Core {
                             peer: st.peer,
                             rendition: r,
                             seq,
-                        });
-                    }
-                    if let Some(h) = a.http {
-                        self.http_reqs.remove(&h.req);
-                        self.actions.push_back(Action::HttpCancel { req: h.req });
-                    }
-                    if let Some(j) = a.peer {
-                        if let Some(n) = self.peers.get_mut(&j.peer) {
-                            n.downloads = n.downloads.saturating_sub(1);
-                        }
-                        self.actions.push_back(Action::Send {
-                            peer: j.peer,
-                            frame: Frame::Cancel { rendition: r, seq },
                         });
                     }
                 }
@@ -896,16 +917,8 @@ impl Core {
         if a.verified == before {
             return;
         }
-        if !seg.announced {
-            seg.announced = true;
-            let mut peers: Vec<PeerId> = self.peers.keys().cloned().collect();
-            peers.sort();
-            for p in peers {
-                self.actions.push_back(Action::Send {
-                    peer: p,
-                    frame: Frame::Have { rendition: r, seq },
-                });
-            }
+        if !std::mem::replace(&mut seg.announced, true) {
+            self.send_have(r, seq);
         }
         self.feed_streams(r, seq);
     }
@@ -1115,19 +1128,13 @@ impl Core {
             (false, _) => Source::Peers,
             (true, false) => Source::Mixed,
         };
-        if let Some(h) = a.http.take() {
-            self.http_reqs.remove(&h.req);
-            self.actions.push_back(Action::HttpCancel { req: h.req });
-        }
-        if let Some(j) = a.peer.take() {
-            if let Some(n) = self.peers.get_mut(&j.peer) {
-                n.downloads = n.downloads.saturating_sub(1);
-            }
-            self.actions.push_back(Action::Send {
-                peer: j.peer,
-                frame: Frame::Cancel { rendition: r, seq },
-            });
-        }
+        a.stop_sources(
+            r,
+            seq,
+            &mut self.http_reqs,
+            &mut self.peers,
+            &mut self.actions,
+        );
         seg.status = Status::Held(data.clone());
         self.stats.segments += 1;
         if now > seg.deadline && !seg.late_counted {
@@ -1136,9 +1143,14 @@ impl Core {
         let meta = seg.meta.clone();
         self.actions
             .push_back(Action::Complete { meta, data, source });
-        if std::mem::replace(&mut seg.announced, true) {
-            return;
+        if !std::mem::replace(&mut seg.announced, true) {
+            self.send_have(r, seq);
         }
+    }
+
+    /// Tells every neighbour we have `seq` (or, with cut-through, that its
+    /// verified blocks can be streamed).
+    fn send_have(&mut self, r: RenditionId, seq: Seq) {
         let mut peers: Vec<PeerId> = self.peers.keys().cloned().collect();
         peers.sort();
         for p in peers {
@@ -1162,15 +1174,13 @@ impl Core {
         };
         self.stats.hash_failures += 1;
         let guilty = std::mem::take(&mut a.from_peers);
-        if let Some(h) = a.http.take() {
-            self.http_reqs.remove(&h.req);
-            self.actions.push_back(Action::HttpCancel { req: h.req });
-        }
-        if let Some(j) = a.peer.take() {
-            if let Some(n) = self.peers.get_mut(&j.peer) {
-                n.downloads = n.downloads.saturating_sub(1);
-            }
-        }
+        a.stop_sources(
+            r,
+            seq,
+            &mut self.http_reqs,
+            &mut self.peers,
+            &mut self.actions,
+        );
         a.buf = BytesMut::zeroed(seg.meta.size as usize);
         a.filled = 0;
         a.verified = 0;

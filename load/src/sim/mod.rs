@@ -221,6 +221,21 @@ struct Flow {
     generation: u32,
 }
 
+impl Flow {
+    /// Counts the bytes sent at the current rate up to `now`.
+    fn settle(&mut self, now: Ms) {
+        self.progress += self.rate * now.saturating_sub(self.at) as f64 / SCALE as f64;
+        self.at = now;
+    }
+
+    /// When the next piece boundary is reached at the current rate.
+    fn next_boundary_at(&self, now: Ms) -> Ms {
+        let boundary = (self.sent + self.piece).min(self.end);
+        let left = (f64::from(boundary) - self.progress).max(0.0) * SCALE as f64;
+        now + (left / self.rate).ceil().max(1.0) as Ms
+    }
+}
+
 struct SegInfo {
     published: Ms,
     population: u32,
@@ -438,6 +453,17 @@ impl Sim {
         }
     }
 
+    /// The rate a transfer from `from` to `to` gets with `extra` more
+    /// transfers at each end than they have now: the sender's uplink or the
+    /// receiver's downlink, each divided among its transfers, whichever is
+    /// less (real bytes per ms).
+    fn share(&self, from: usize, to: usize, extra: usize) -> f64 {
+        let (a, b) = (&self.viewers[from], &self.viewers[to]);
+        (a.up / (a.up_flows.len() + extra).max(1) as f64)
+            .min(b.down / (b.down_flows.len() + extra).max(1) as f64)
+            .max(1e-3)
+    }
+
     /// Recomputes the rate of every transfer that `sender` sends or
     /// `receiver` receives (a transfer of theirs started or ended).
     fn reshare(&mut self, sender: usize, receiver: usize) {
@@ -450,24 +476,18 @@ impl Sim {
             let Some(f) = self.flows.get(&id) else {
                 continue;
             };
-            let (a, b) = (f.from, f.to);
-            let rate = (self.viewers[a].up / self.viewers[a].up_flows.len().max(1) as f64)
-                .min(self.viewers[b].down / self.viewers[b].down_flows.len().max(1) as f64)
-                .max(1e-3);
+            let rate = self.share(f.from, f.to, 0);
             let Some(f) = self.flows.get_mut(&id) else {
                 continue;
             };
-            f.progress += f.rate * now.saturating_sub(f.at) as f64 / SCALE as f64;
-            f.at = now;
-            if f.rate == rate && f.generation > 0 {
-                continue; // its next tick stands
+            f.settle(now);
+            if f.rate == rate {
+                continue; // its next tick stands (a new flow has rate 0)
             }
             f.rate = rate;
             f.generation += 1;
-            let boundary = (f.sent + f.piece).min(f.end);
-            let left = (f64::from(boundary) - f.progress).max(0.0) * SCALE as f64;
-            let at = now + (left / rate).ceil() as Ms;
             let ev = Ev::FlowTick(id, f.generation);
+            let at = f.next_boundary_at(now);
             self.at(at, ev);
         }
     }
@@ -482,8 +502,7 @@ impl Sim {
         if f.generation != generation {
             return;
         }
-        f.progress += f.rate * now.saturating_sub(f.at) as f64 / SCALE as f64;
-        f.at = now;
+        f.settle(now);
         let boundary = (f.sent + f.piece).min(f.end);
         // Rounding: the tick was set for the boundary.
         f.progress = f.progress.max(f64::from(boundary));
@@ -514,10 +533,7 @@ impl Sim {
             self.viewers[from].up_flows.retain(|&x| x != id);
             self.viewers[to].down_flows.retain(|&x| x != id);
             self.reshare(from, to);
-        } else if let Some(f) = self.flows.get_mut(&id) {
-            let next = (f.sent + f.piece).min(f.end);
-            let left = (f64::from(next) - f.progress).max(0.0) * SCALE as f64;
-            let at = now + (left / f.rate).ceil().max(1.0) as Ms;
+        } else if let Some(at) = self.flows.get(&id).map(|f| f.next_boundary_at(now)) {
             self.at(at, Ev::FlowTick(id, generation));
         }
     }
@@ -607,9 +623,7 @@ impl Sim {
                 let span = end - from;
                 // Pieces of about PIECE_MS at the rate the transfer would
                 // get now (the rate changes as others start and end).
-                let now_rate = (self.viewers[v].up / (self.viewers[v].up_flows.len() + 1) as f64)
-                    .min(self.viewers[to].down / (self.viewers[to].down_flows.len() + 1) as f64)
-                    .max(1e-3);
+                let now_rate = self.share(v, to, 1);
                 let dur = (f64::from(span) * SCALE as f64 / now_rate).ceil() as Ms;
                 let piece = span.div_ceil(pieces(dur) as u32).max(1);
                 let id = self.next_flow;
