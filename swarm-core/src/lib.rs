@@ -299,6 +299,18 @@ struct Assembly {
     streams: Vec<Stream>,
 }
 
+/// The assembly of segment `seq` of `r`, while it is still arriving.
+fn missing(
+    segs: &mut BTreeMap<RenditionId, BTreeMap<Seq, Seg>>,
+    r: RenditionId,
+    seq: Seq,
+) -> Option<&mut Assembly> {
+    match &mut segs.get_mut(&r)?.get_mut(&seq)?.status {
+        Status::Missing(a) => Some(a),
+        Status::Held(_) => None,
+    }
+}
+
 impl Assembly {
     /// Stops this segment's HTTP fetch and peer download, if any; the peer
     /// is told to stop sending.
@@ -675,12 +687,7 @@ impl Core {
                 length,
             } => self.on_request(now, peer, rendition, seq, offset, length),
             Frame::Cancel { rendition, seq } => {
-                if let Some(Status::Missing(a)) = self
-                    .segs
-                    .get_mut(&rendition)
-                    .and_then(|m| m.get_mut(&seq))
-                    .map(|s| &mut s.status)
-                {
+                if let Some(a) = missing(&mut self.segs, rendition, seq) {
                     a.streams.retain(|st| &st.peer != peer);
                 }
                 if let Some(n) = self.peers.get_mut(peer) {
@@ -700,12 +707,7 @@ impl Core {
                 reason,
             } => {
                 let mut had_job = false;
-                if let Some(Status::Missing(a)) = self
-                    .segs
-                    .get_mut(&rendition)
-                    .and_then(|m| m.get_mut(&seq))
-                    .map(|s| &mut s.status)
-                {
+                if let Some(a) = missing(&mut self.segs, rendition, seq) {
                     if a.peer.as_ref().is_some_and(|j| &j.peer == peer) {
                         a.peer = None;
                         // A busy neighbour may be asked again after its
@@ -817,12 +819,7 @@ impl Core {
         self.uploads += 1;
         let Some(data) = data else {
             // Still arriving: its link gets each verified block in turn.
-            if let Some(Status::Missing(a)) = self
-                .segs
-                .get_mut(&rendition)
-                .and_then(|m| m.get_mut(&seq))
-                .map(|s| &mut s.status)
-            {
+            if let Some(a) = missing(&mut self.segs, rendition, seq) {
                 a.streams.push(Stream {
                     peer: peer.clone(),
                     next: from,
@@ -846,12 +843,7 @@ impl Core {
     /// Hands the verified bytes of a segment still arriving to the links of
     /// the neighbours streaming it.
     fn feed_streams(&mut self, r: RenditionId, seq: Seq) {
-        let Some(Status::Missing(a)) = self
-            .segs
-            .get_mut(&r)
-            .and_then(|m| m.get_mut(&seq))
-            .map(|s| &mut s.status)
-        else {
+        let Some(a) = missing(&mut self.segs, r, seq) else {
             return;
         };
         let verified = a.verified;
@@ -951,12 +943,7 @@ impl Core {
         self.now = self.now.max(now);
         // A stream of a segment still arriving goes on until all of its
         // range has been handed over.
-        if let Some(Status::Missing(a)) = self
-            .segs
-            .get_mut(&rendition)
-            .and_then(|m| m.get_mut(&seq))
-            .map(|s| &mut s.status)
-        {
+        if let Some(a) = missing(&mut self.segs, rendition, seq) {
             if a.streams
                 .iter()
                 .any(|st| &st.peer == peer && st.next < st.end)
@@ -1083,12 +1070,7 @@ impl Core {
         let Some((r, seq)) = self.http_reqs.remove(&req) else {
             return;
         };
-        if let Some(Status::Missing(a)) = self
-            .segs
-            .get_mut(&r)
-            .and_then(|m| m.get_mut(&seq))
-            .map(|s| &mut s.status)
-        {
+        if let Some(a) = missing(&mut self.segs, r, seq) {
             a.http = None;
         }
         self.schedule(now);
@@ -1391,12 +1373,7 @@ impl Core {
         from: u64,
         size: u64,
     ) -> bool {
-        let Some(Status::Missing(a)) = self
-            .segs
-            .get_mut(&r)
-            .and_then(|m| m.get_mut(&seq))
-            .map(|s| &mut s.status)
-        else {
+        let Some(a) = missing(&mut self.segs, r, seq) else {
             return false;
         };
         a.peer = Some(PeerJob {
