@@ -100,6 +100,12 @@ pub struct Config {
     /// durations).
     #[arg(long, env = "SWARMCAST_PLAYBACK_DELAY_MS", default_value_t = 4000)]
     pub playback_delay_ms: u64,
+
+    /// Relay segments block by block as they arrive (cut-through, with the
+    /// origin's block hashes). Off by default for now: with it on, the
+    /// browser test saw one stall on one page in two of four CI runs.
+    #[arg(long, env = "SWARMCAST_CUT_THROUGH")]
+    pub cut_through: bool,
 }
 
 impl Config {
