@@ -70,14 +70,19 @@ export class LiveEvent {
     this.procs.push(this.origin);
   }
 
-  /** Waits until the origin lists segments of the stream. */
-  async waitLive(rendition = "360p"): Promise<void> {
+  /**
+   * Waits until the origin lists `segments` segments of the stream: hls.js
+   * starts three target durations behind the live edge, and a player that
+   * joins a playlist shorter than that starts at its first segment and
+   * runs out of media before the next one is published.
+   */
+  async waitLive(rendition = "360p", segments = 3): Promise<void> {
     for (let i = 0; i < 60; i++) {
       const r = await fetch(`${this.originUrl}/live/test/${rendition}/index.m3u8`).catch(() => undefined);
-      if (r?.ok && (await r.text()).includes("#EXTINF")) return;
+      if (r?.ok && (await r.text()).split("#EXTINF").length > segments) return;
       await new Promise((ok) => setTimeout(ok, 500));
     }
-    throw new Error("the test stream did not go live in 30 s");
+    throw new Error("the test stream did not list ${segments} segments in 30 s");
   }
 
   get ws(): string {
@@ -118,6 +123,15 @@ export class LiveEvent {
 
   async stats(): Promise<Record<string, unknown>> {
     return (await (await fetch(`http://${this.tracker.addr}/v1/streams/test/stats`)).json()) as Record<string, unknown>;
+  }
+
+  /** Stops a process (SIGSTOP) until `resume`. */
+  pause(p: Proc): void {
+    p.child.kill("SIGSTOP");
+  }
+
+  resume(p: Proc): void {
+    p.child.kill("SIGCONT");
   }
 
   kill(p: Proc): void {

@@ -14,7 +14,10 @@ interface PageStats {
   hashFailures: number;
   peersDropped: number;
   stalls: number;
+  stallMs: number;
+  waits: number;
   startupMs?: number;
+  trace: { kind: string; seq?: number; at: number; neededAt?: number; doneAt?: number; source?: string; position?: number; buffered?: string; readyState?: number }[];
   peers: { id: string; kind: string; open: boolean }[];
 }
 
@@ -34,6 +37,15 @@ async function openViewer(browser: Browser): Promise<Page> {
 }
 
 const stats = (p: Page): Promise<PageStats> => p.evaluate(() => (window as unknown as { swarmcast: { stats(): PageStats } }).swarmcast.stats());
+/** The page's fragment and stall trace, a line each. */
+const traceText = (s: PageStats): string =>
+  s.trace
+    .map((e) =>
+      e.kind !== "fragment"
+        ? `  ${e.kind.toUpperCase()} at ${e.at} until ${e.doneAt ?? "-"} position ${e.position?.toFixed(2)} buffered ${e.buffered} readyState ${e.readyState}`
+        : `  seq ${e.seq} asked ${e.at} needed ${e.neededAt} done ${e.doneAt ?? "-"} (${e.source ?? "pending"})`,
+    )
+    .join("\n");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test.describe.serial("web player", () => {
@@ -55,7 +67,8 @@ test.describe.serial("web player", () => {
     const after = await Promise.all(pages.map(stats));
     for (const [i, s] of after.entries()) {
       console.log((await pages[i].locator("#log").innerText()).split("\n").slice(0, 8).join(" / "));
-      console.log(`page ${i}: t=${s.currentTime.toFixed(1)} http=${s.httpBytes} p2p=${s.p2pBytes} up=${s.uploadedBytes} segments=${s.segments} stalls=${s.stalls} startup=${s.startupMs} peers=${JSON.stringify(s.peers)}`);
+      console.log(`page ${i}: t=${s.currentTime.toFixed(1)} http=${s.httpBytes} p2p=${s.p2pBytes} up=${s.uploadedBytes} segments=${s.segments} stalls=${s.stalls} waits=${s.waits} startup=${s.startupMs} peers=${JSON.stringify(s.peers)}`);
+      if (s.waits > 0) console.log(`page ${i} trace (ms since start):\n${traceText(s)}`);
       expect(s.currentTime - before[i].currentTime, `page ${i} plays`).toBeGreaterThan(25);
       expect(s.stalls, `page ${i} stalls`).toBe(0);
       expect(s.hashFailures).toBe(0);
@@ -110,6 +123,26 @@ test.describe.serial("web player", () => {
     for (const [i, s] of after.entries()) {
       expect(s.currentTime - before[i].currentTime, `viewer ${i} plays on`).toBeGreaterThan(5);
       expect(s.stalls - before[i].stalls, `viewer ${i} stalls`).toBe(0);
+    }
+  });
+
+  // The stall counter itself: with the origin frozen for longer than the
+  // players' buffer, every page runs out of media, counts one stall, and
+  // plays on once the origin is back.
+  test("an origin frozen for 12 s shows as one stall on each page, and playback resumes", async () => {
+    const before = await Promise.all(viewers.map((v) => stats(v.page)));
+    ev.pause(ev.origin);
+    await sleep(12_000);
+    ev.resume(ev.origin);
+    await sleep(15_000);
+    const after = await Promise.all(viewers.map((v) => stats(v.page)));
+    for (const [i, s] of after.entries()) {
+      console.log(`viewer ${i}: stalls ${before[i].stalls} -> ${s.stalls}, stalled ${s.stallMs} ms, t ${before[i].currentTime.toFixed(1)} -> ${s.currentTime.toFixed(1)}`);
+      expect(s.stalls - before[i].stalls, `viewer ${i} stalls`).toBeGreaterThanOrEqual(1);
+      expect(s.stallMs, `viewer ${i} stalled time`).toBeGreaterThan(1000);
+      const later = await stats(viewers[i].page);
+      await sleep(3000);
+      expect((await stats(viewers[i].page)).currentTime - later.currentTime, `viewer ${i} plays again`).toBeGreaterThan(1.5);
     }
   });
 });

@@ -52,12 +52,37 @@ export interface SwarmStats {
   segments: number;
   hashFailures: number;
   peersDropped: number;
+  /** Rebufferings: a `waiting` out of media, or one that lasted STALL_MIN_MS (index.ts). */
   stalls: number;
+  /** Every `waiting` after startup, stalls or not. */
+  waits: number;
   stallMs: number;
   startupMs: number | undefined;
   latencyMs: number | undefined;
   linkSetupMs: number[];
+  /** The last fragments the player asked for, and the waits (for diagnosis). */
+  trace: TraceEntry[];
 }
+
+/** One fragment the player asked for, or one `waiting` of the video, in ms since the swarm started. */
+export interface TraceEntry {
+  kind: "fragment" | "wait" | "stall";
+  seq?: number;
+  /** When the player asked (fragment) or the video waited (wait, stall). */
+  at: number;
+  /** When the player will play it (fragment). */
+  neededAt?: number;
+  /** When it was delivered (fragment) or the video played again (wait, stall). */
+  doneAt?: number;
+  source?: string;
+  /** The video's position at the wait. */
+  position?: number;
+  /** The video's buffered ranges at the wait, "start-end" each. */
+  buffered?: string;
+  readyState?: number;
+}
+/** Trace entries kept. */
+const TRACE_MAX = 64;
 
 interface Waiter {
   resolve(d: Uint8Array): void;
@@ -102,8 +127,9 @@ export class Swarm extends EventTarget {
   private linksReleased = false;
   private deferred: ServerMsg[] = [];
   private deferTimer: ReturnType<typeof setTimeout> | undefined;
+  private readonly traceLog: TraceEntry[] = [];
   /** Set by the player glue. */
-  player = { stalls: 0, stallMs: 0, startupMs: undefined as number | undefined, latencyMs: undefined as number | undefined };
+  player = { stalls: 0, waits: 0, stallMs: 0, startupMs: undefined as number | undefined, latencyMs: undefined as number | undefined };
 
   constructor(readonly cfg: SwarmConfig) {
     super();
@@ -386,6 +412,11 @@ export class Swarm extends EventTarget {
         this.sendTracker({ type: "have", segments: [{ rendition, seq }] });
         const key = `${rendition}/${seq}`;
         for (const w of this.waiters.get(key) ?? []) w.resolve(a.data);
+        const t = this.traceLog.find((e) => e.kind === "fragment" && e.seq === seq && e.doneAt === undefined);
+        if (t) {
+          t.doneAt = this.since();
+          t.source = a.source;
+        }
         this.waiters.delete(key);
         this.emit("segment", { rendition, seq, source: a.source, bytes: a.data.length });
         break;
@@ -463,8 +494,19 @@ export class Swarm extends EventTarget {
     }
     const core = this.core(rendition);
     const held = core.segment(seq);
-    if (held) return Promise.resolve(held.data);
-    if (!core.window().some((m) => segmentRef(m).seq === seq)) return undefined;
+    const entry: TraceEntry = { kind: "fragment", seq, at: this.since(), neededAt: Math.round(neededAt - this.created) };
+    this.trace(entry);
+    if (held) {
+      entry.doneAt = entry.at;
+      entry.source = "held";
+      return Promise.resolve(held.data);
+    }
+    if (!core.window().some((m) => segmentRef(m).seq === seq)) {
+      // The player's own loader fetches it.
+      entry.doneAt = entry.at;
+      entry.source = "player http";
+      return undefined;
+    }
     const key = `${rendition}/${seq}`;
     const p = new Promise<Uint8Array>((resolve, reject) => {
       const list = this.waiters.get(key) ?? [];
@@ -474,6 +516,21 @@ export class Swarm extends EventTarget {
     core.handlePlayhead(now(), seq, Math.floor(Math.max(now(), neededAt)));
     this.drain(rendition);
     return p;
+  }
+
+  private since(): number {
+    return Math.round(performance.now() - this.created);
+  }
+
+  /** Records a trace entry (the player glue records stalls). */
+  trace(e: TraceEntry): void {
+    this.traceLog.push(e);
+    if (this.traceLog.length > TRACE_MAX) this.traceLog.shift();
+  }
+
+  /** ms since this swarm started. */
+  clock(): number {
+    return this.since();
   }
 
   /** Counts bytes the loader fetched itself (segments the swarm had no record of). */
@@ -506,10 +563,12 @@ export class Swarm extends EventTarget {
       hashFailures,
       peersDropped: dropped,
       stalls: this.player.stalls,
+      waits: this.player.waits,
       stallMs: Math.round(this.player.stallMs),
       startupMs: this.player.startupMs,
       latencyMs: this.player.latencyMs,
       linkSetupMs: [...this.setupMs],
+      trace: this.traceLog.map((e) => ({ ...e })),
     };
   }
 
