@@ -101,11 +101,12 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_PLAYBACK_DELAY_MS", default_value_t = 4000)]
     pub playback_delay_ms: u64,
 
-    /// Relay segments block by block as they arrive (cut-through, with the
-    /// origin's block hashes). Off by default for now: with it on, the
-    /// browser test saw one stall on one page in two of four CI runs.
-    #[arg(long, env = "SWARMCAST_CUT_THROUGH")]
-    pub cut_through: bool,
+    /// Relay a segment only once all of it is in and its whole hash
+    /// matched (store-and-forward), not block by block as its blocks
+    /// arrive and match the origin's block hashes (cut-through, the
+    /// default).
+    #[arg(long, env = "SWARMCAST_NO_CUT_THROUGH")]
+    pub no_cut_through: bool,
 }
 
 impl Config {

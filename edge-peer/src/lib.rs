@@ -59,7 +59,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         CoreConfig::viewer(rendition)
     };
     core_cfg.playback_delay_ms = config.playback_delay_ms;
-    core_cfg.cut_through = config.cut_through;
+    core_cfg.cut_through = !config.no_cut_through;
     // kbit/s → bytes per ms.
     core_cfg.upload_rate = f64::from(config.upload_kbps) / 8.0;
     let core = Core::new(core_cfg, rand::random());
