@@ -80,6 +80,9 @@ pub struct Report {
     pub origin_egress_bytes: u64,
     /// Origin/CDN egress per published segment, in copies.
     pub origin_copies_per_segment: f64,
+    /// Viewers the tracker told to fetch a segment first, per segment (the
+    /// rest of the origin's copies are fallbacks before a deadline).
+    pub first_fetchers_per_segment: f64,
     /// Time stalled / time watched.
     pub rebuffering_ratio: f64,
     /// Stalls, all viewers.
@@ -275,6 +278,7 @@ struct Sim {
     http_cancelled: BTreeSet<(usize, u64)>,
     http_active_wan: u32,
     published: u64,
+    first_fetches: u64,
     http_bytes: u64,
     p2p_bytes: u64,
     tracker_bytes: u64,
@@ -284,6 +288,7 @@ struct Sim {
     egress_over_time: Vec<(u64, f64)>,
     end: Ms,
     trace: Option<usize>,
+    trace_seq: Option<u64>,
 }
 
 fn core_config(sc: &Scenario, r: RenditionId) -> CoreConfig {
@@ -567,8 +572,45 @@ impl Sim {
         }
     }
 
+    /// Prints an action about the segment of `SWARMCAST_SIM_TRACE_SEQ`,
+    /// with the time since its publication.
+    fn trace_segment(&self, v: usize, a: &Action) {
+        let seq = match a {
+            Action::Serve { seq, .. } | Action::StopServing { seq, .. } => Some(*seq),
+            Action::Complete { meta, .. } | Action::HttpGet { meta, .. } => Some(meta.id.seq),
+            Action::Send {
+                frame:
+                    Frame::Request { seq, .. }
+                    | Frame::Reject { seq, .. }
+                    | Frame::Cancel { seq, .. }
+                    | Frame::Have { seq, .. },
+                ..
+            } => Some(*seq),
+            _ => None,
+        };
+        let Some(seq) = seq.filter(|s| Some(*s) == self.trace_seq) else {
+            return;
+        };
+        let t = self
+            .now
+            .saturating_sub(self.segs.get(&seq).map_or(self.now, |i| i.published));
+        let who = |p: &PeerId| self.by_id.get(p).map_or(-1, |&x| x as i64);
+        match a {
+            Action::Serve { peer, from, to, .. } => {
+                eprintln!("+{t} v{v} serve v{} {from}..{to}", who(peer))
+            }
+            Action::Send { peer, frame } => eprintln!("+{t} v{v} -> v{} {frame:?}", who(peer)),
+            Action::Complete { source, .. } => eprintln!("+{t} v{v} complete {source:?}"),
+            Action::HttpGet { from, .. } => eprintln!("+{t} v{v} http from {from}"),
+            other => eprintln!("+{t} v{v} {other:?}"),
+        }
+    }
+
     fn act(&mut self, v: usize, a: Action) {
         let now = self.now;
+        if self.trace_seq.is_some() {
+            self.trace_segment(v, &a);
+        }
         if self.trace == Some(v) {
             match &a {
                 Action::Serve {
@@ -815,6 +857,9 @@ impl Sim {
                             < 1.0 / (f64::from(self.sc.tracker.neighbours) + 1.0)
                     }
                 };
+                if first {
+                    self.first_fetches += 1;
+                }
                 self.viewers[v]
                     .core
                     .handle_published(now, meta.clone(), first);
@@ -1108,6 +1153,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         http_cancelled: BTreeSet::new(),
         http_active_wan: 0,
         published: 0,
+        first_fetches: 0,
         http_bytes: 0,
         p2p_bytes: 0,
         tracker_bytes: 0,
@@ -1118,6 +1164,10 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         end,
         // Debug aid: every action of one viewer on stderr.
         trace: std::env::var("SWARMCAST_SIM_TRACE")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+        // Debug aid: every action of every viewer about one segment.
+        trace_seq: std::env::var("SWARMCAST_SIM_TRACE_SEQ")
             .ok()
             .and_then(|v| v.parse().ok()),
     };
@@ -1207,6 +1257,11 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         origin_egress_bytes: sim.http_bytes,
         origin_copies_per_segment: if sim.published > 0 {
             sim.http_bytes as f64 / (sim.published as f64 * seg_real as f64)
+        } else {
+            0.0
+        },
+        first_fetchers_per_segment: if sim.published > 0 {
+            sim.first_fetches as f64 / sim.published as f64
         } else {
             0.0
         },
