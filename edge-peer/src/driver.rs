@@ -238,13 +238,19 @@ impl Driver {
             }
             while let Some(action) = self.core.poll_action() {
                 match action {
-                    Action::HttpGet { req, meta, from } => {
+                    Action::HttpGet {
+                        req,
+                        meta,
+                        from,
+                        to,
+                    } => {
                         let cancel = CancellationToken::new();
                         http_jobs.insert(req, cancel.clone());
                         tokio::spawn(self.fetcher.clone().fetch(
                             req,
                             meta,
                             from,
+                            to,
                             http_tx.clone(),
                             cancel,
                         ));

@@ -81,19 +81,20 @@ impl Fetcher {
         Ok(index)
     }
 
-    /// Fetches `meta` from byte `from`, reporting to `events` as request
-    /// `req`, until done, failed or `cancel`.
+    /// Fetches bytes `[from, to)` of `meta`, reporting to `events` as
+    /// request `req`, until done, failed or `cancel`.
     pub async fn fetch(
         self,
         req: u64,
         meta: std::sync::Arc<SegmentMeta>,
         from: u64,
+        to: u64,
         events: mpsc::Sender<HttpEvent>,
         cancel: CancellationToken,
     ) {
         let r = tokio::select! {
             _ = cancel.cancelled() => return,
-            r = self.run(req, &meta, from, &events) => r,
+            r = self.run(req, &meta, from, to, &events) => r,
         };
         let ev = match r {
             Ok(()) => HttpEvent::Done(req),
@@ -107,11 +108,17 @@ impl Fetcher {
         req: u64,
         meta: &SegmentMeta,
         from: u64,
+        to: u64,
         events: &mpsc::Sender<HttpEvent>,
     ) -> Result<(), String> {
+        let to = to.min(meta.size);
+        if from >= to {
+            return Err(format!("empty range {from}..{to}"));
+        }
         let mut request = hyper::Request::get(self.url(meta));
-        if from > 0 {
-            request = request.header(hyper::header::RANGE, format!("bytes={from}-"));
+        let ranged = from > 0 || to < meta.size;
+        if ranged {
+            request = request.header(hyper::header::RANGE, format!("bytes={from}-{}", to - 1));
         }
         let request = request.body(Empty::new()).map_err(|e| e.to_string())?;
         let resp = self
@@ -119,7 +126,7 @@ impl Fetcher {
             .request(request)
             .await
             .map_err(|e| e.to_string())?;
-        let want = if from > 0 {
+        let want = if ranged {
             StatusCode::PARTIAL_CONTENT
         } else {
             StatusCode::OK
@@ -140,8 +147,8 @@ impl Fetcher {
                 }
             }
         }
-        if from + got != meta.size {
-            return Err(format!("short body: {} of {} bytes", from + got, meta.size));
+        if from + got != to {
+            return Err(format!("short body: {} of {} bytes", got, to - from));
         }
         Ok(())
     }

@@ -107,6 +107,18 @@ pub struct CoreConfig {
     pub cut_through: bool,
     /// Requests a neighbour may send per second before it is dropped.
     pub max_requests_per_sec: u32,
+    /// With the origin's block hashes and `cut_through`, a segment is asked
+    /// of neighbours in pieces of this many blocks, from up to
+    /// `sources_per_segment` holders at once, the next piece queued behind
+    /// the one in flight (0: the whole missing range from one holder, the
+    /// default). A holder's upload then lasts a piece, not a segment, and a
+    /// viewer's download is spread over several uplinks; in the simulator
+    /// (docs/benchmarks/simulator.md) pieces of 2 blocks from 4 holders
+    /// lowered offload at N = 100, so they are off until the requests and
+    /// busy answers they multiply are tamed.
+    pub piece_blocks: u32,
+    /// Holders one segment is fetched from at once (pieces).
+    pub sources_per_segment: usize,
 }
 
 impl CoreConfig {
@@ -119,13 +131,15 @@ impl CoreConfig {
             margin_ms: 500,
             http_rate: 500.0,
             peer_rate: 2000.0,
-            downloads_per_peer: 2,
+            downloads_per_peer: 3,
             max_downloads: 6,
             upload_slots: 6,
             upload_rate: 0.0,
             upload_budget: 0,
             cut_through: true,
             max_requests_per_sec: 100,
+            piece_blocks: 0,
+            sources_per_segment: 1,
         }
     }
 
@@ -197,8 +211,9 @@ pub enum Action {
         /// Sequence number.
         seq: Seq,
     },
-    /// Start an HTTP GET of a segment (with `Range: bytes=from-` when
-    /// `from > 0`); report with `handle_http_*` and this `req`.
+    /// Start an HTTP GET of bytes `[from, to)` of a segment (with
+    /// `Range: bytes=from-(to-1)` unless that is the whole segment); report
+    /// with `handle_http_*` and this `req`.
     HttpGet {
         /// Request id.
         req: u64,
@@ -206,6 +221,8 @@ pub enum Action {
         meta: Arc<SegmentMeta>,
         /// First byte wanted.
         from: u64,
+        /// One past the last byte wanted.
+        to: u64,
     },
     /// Abort an HTTP GET.
     HttpCancel {
@@ -278,23 +295,86 @@ struct HttpJob {
     req: u64,
     from: u64,
     next: u64,
+    end: u64,
     started: Millis,
+}
+
+/// Sorted, disjoint, non-touching byte ranges `[a, b)`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Ranges(Vec<(u64, u64)>);
+
+impl Ranges {
+    fn insert(&mut self, a: u64, b: u64) {
+        if a >= b {
+            return;
+        }
+        let (mut a, mut b) = (a, b);
+        // Merge every range that overlaps or touches [a, b).
+        self.0.retain(|&(x, y)| {
+            if y < a || x > b {
+                true
+            } else {
+                a = a.min(x);
+                b = b.max(y);
+                false
+            }
+        });
+        let i = self.0.partition_point(|&(x, _)| x < a);
+        self.0.insert(i, (a, b));
+    }
+
+    fn remove(&mut self, a: u64, b: u64) {
+        let mut out = Vec::with_capacity(self.0.len() + 1);
+        for &(x, y) in &self.0 {
+            if y <= a || x >= b {
+                out.push((x, y));
+                continue;
+            }
+            if x < a {
+                out.push((x, a));
+            }
+            if y > b {
+                out.push((b, y));
+            }
+        }
+        self.0 = out;
+    }
+
+    /// Every byte of `[a, b)` is in.
+    fn covers(&self, a: u64, b: u64) -> bool {
+        a >= b || self.0.iter().any(|&(x, y)| x <= a && b <= y)
+    }
+
+    fn total(&self) -> u64 {
+        self.0.iter().map(|&(x, y)| y - x).sum()
+    }
+
+    /// The end of the run that starts at `a` (`a` when `a` is not in).
+    fn run_end(&self, a: u64) -> u64 {
+        self.0
+            .iter()
+            .find(|&&(x, y)| x <= a && a < y)
+            .map_or(a, |&(_, y)| y)
+    }
 }
 
 #[derive(Debug)]
 struct Assembly {
     buf: BytesMut,
-    /// Bytes `[0, filled)` are present (every source writes in order from
-    /// the first missing byte).
-    filled: u64,
-    peer: Option<PeerJob>,
+    /// Bytes present.
+    got: Ranges,
+    /// Peer downloads under way, each of its own range.
+    jobs: Vec<PeerJob>,
     http: Option<HttpJob>,
     from_http: bool,
     from_peers: Vec<PeerId>,
     /// Neighbours that refused or failed this segment.
     tried: BTreeSet<PeerId>,
-    /// Bytes `[0, verified)` matched their block hashes.
-    verified: u64,
+    /// Bytes whose blocks matched their hashes.
+    verified: Ranges,
+    /// Per block, the neighbours whose bytes are in it (to blame the right
+    /// ones for a block that does not match).
+    block_peers: Vec<Vec<PeerId>>,
     /// Neighbours served as blocks are verified (cut-through).
     streams: Vec<Stream>,
 }
@@ -312,8 +392,73 @@ fn missing(
 }
 
 impl Assembly {
-    /// Stops this segment's HTTP fetch and peer download, if any; the peer
-    /// is told to stop sending.
+    fn new(size: u64) -> Self {
+        Self {
+            buf: BytesMut::zeroed(size as usize),
+            got: Ranges::default(),
+            jobs: Vec::new(),
+            http: None,
+            from_http: false,
+            from_peers: Vec::new(),
+            tried: BTreeSet::new(),
+            verified: Ranges::default(),
+            block_peers: Vec::new(),
+            streams: Vec::new(),
+        }
+    }
+
+    /// The first range of `[0, size)` that is neither in nor being fetched.
+    fn first_gap(&self, size: u64) -> Option<(u64, u64)> {
+        let mut taken = self.got.clone();
+        for j in &self.jobs {
+            taken.insert(j.next, j.end);
+        }
+        if let Some(h) = &self.http {
+            taken.insert(h.next, h.end);
+        }
+        let mut at = 0;
+        for &(x, y) in &taken.0 {
+            if at < x {
+                return Some((at, x.min(size)));
+            }
+            at = at.max(y);
+        }
+        (at < size).then_some((at, size))
+    }
+
+    /// Bytes still missing.
+    fn missing_bytes(&self, size: u64) -> u64 {
+        size.saturating_sub(self.got.total())
+    }
+
+    /// Writes `data` at `offset` (sent by `peer`, or HTTP when `None`).
+    fn write(&mut self, offset: u64, data: &[u8], peer: Option<&PeerId>, block: u64) {
+        let start = offset as usize;
+        self.buf[start..start + data.len()].copy_from_slice(data);
+        let end = offset + data.len() as u64;
+        self.got.insert(offset, end);
+        let Some(peer) = peer else {
+            return;
+        };
+        if !self.from_peers.contains(peer) {
+            self.from_peers.push(peer.clone());
+        }
+        if block == 0 || end == offset {
+            return;
+        }
+        let last = ((end - 1) / block) as usize;
+        if self.block_peers.len() <= last {
+            self.block_peers.resize(last + 1, Vec::new());
+        }
+        for b in &mut self.block_peers[(offset / block) as usize..=last] {
+            if !b.contains(peer) {
+                b.push(peer.clone());
+            }
+        }
+    }
+
+    /// Stops this segment's HTTP fetch and peer downloads, if any; the
+    /// peers are told to stop sending.
     fn stop_sources(
         &mut self,
         r: RenditionId,
@@ -326,7 +471,7 @@ impl Assembly {
             http_reqs.remove(&h.req);
             actions.push_back(Action::HttpCancel { req: h.req });
         }
-        if let Some(j) = self.peer.take() {
+        for j in self.jobs.drain(..) {
             if let Some(n) = peers.get_mut(&j.peer) {
                 n.downloads = n.downloads.saturating_sub(1);
             }
@@ -376,6 +521,9 @@ struct Neighbour {
     uploads: BTreeSet<(RenditionId, Seq)>,
     requests: VecDeque<Millis>,
     busy_until: Millis,
+    /// A request for a segment this neighbour is still being served (the
+    /// next piece): it is served when that upload ends.
+    queued: Option<(RenditionId, Seq, u32, u32)>,
 }
 
 /// The state machine of one viewer or relay.
@@ -397,6 +545,8 @@ pub struct Core {
     now: Millis,
 }
 
+/// How long a neighbour that answered `busy` is not asked again.
+const BUSY_BACKOFF_MS: Millis = 500;
 /// How often an active transfer's progress is checked.
 const CHECK_MS: Millis = 100;
 /// A peer that has sent no byte this long after a request is too slow.
@@ -489,7 +639,7 @@ impl Core {
         if by_seq.len() >= window && by_seq.first_key_value().is_some_and(|(&o, _)| seq < o) {
             return; // older than everything kept
         }
-        let size = meta.size as usize;
+        let size = meta.size;
         by_seq.insert(
             seq,
             Seg {
@@ -498,17 +648,7 @@ impl Core {
                 first_fetch,
                 late_counted: false,
                 announced: false,
-                status: Status::Missing(Assembly {
-                    buf: BytesMut::zeroed(size),
-                    filled: 0,
-                    peer: None,
-                    http: None,
-                    from_http: false,
-                    from_peers: Vec::new(),
-                    tried: BTreeSet::new(),
-                    verified: 0,
-                    streams: Vec::new(),
-                }),
+                status: Status::Missing(Assembly::new(size)),
             },
         );
         self.evict(r);
@@ -578,6 +718,7 @@ impl Core {
             uploads: BTreeSet::new(),
             requests: VecDeque::new(),
             busy_until: 0,
+            queued: None,
         });
         for (r, by_seq) in &self.segs {
             let held: Vec<Seq> = by_seq
@@ -618,9 +759,7 @@ impl Core {
         for by_seq in self.segs.values_mut() {
             for seg in by_seq.values_mut() {
                 if let Status::Missing(a) = &mut seg.status {
-                    if a.peer.as_ref().is_some_and(|j| &j.peer == peer) {
-                        a.peer = None;
-                    }
+                    a.jobs.retain(|j| &j.peer != peer);
                     a.streams.retain(|st| &st.peer != peer);
                 }
             }
@@ -691,6 +830,11 @@ impl Core {
                     a.streams.retain(|st| &st.peer != peer);
                 }
                 if let Some(n) = self.peers.get_mut(peer) {
+                    if n.queued
+                        .is_some_and(|(r, q, _, _)| r == rendition && q == seq)
+                    {
+                        n.queued = None;
+                    }
                     if n.uploads.remove(&(rendition, seq)) {
                         self.uploads = self.uploads.saturating_sub(1);
                         self.actions.push_back(Action::StopServing {
@@ -700,6 +844,8 @@ impl Core {
                         });
                     }
                 }
+                // It may be a source for us again.
+                self.schedule(now);
             }
             Frame::Reject {
                 rendition,
@@ -708,8 +854,9 @@ impl Core {
             } => {
                 let mut had_job = false;
                 if let Some(a) = missing(&mut self.segs, rendition, seq) {
-                    if a.peer.as_ref().is_some_and(|j| &j.peer == peer) {
-                        a.peer = None;
+                    let before = a.jobs.len();
+                    a.jobs.retain(|j| &j.peer != peer);
+                    if a.jobs.len() < before {
                         // A busy neighbour may be asked again after its
                         // back-off; one that lacks it or refuses, not.
                         if reason != RejectReason::Busy {
@@ -728,7 +875,7 @@ impl Core {
                                 set.remove(&seq);
                             }
                         }
-                        RejectReason::Busy => n.busy_until = now + 500,
+                        RejectReason::Busy => n.busy_until = now + BUSY_BACKOFF_MS,
                         RejectReason::BadRequest => {}
                     }
                 }
@@ -780,6 +927,19 @@ impl Core {
             self.drop_peer(now, peer, DropReason::RequestFlood);
             return;
         }
+        self.serve_request(now, peer, rendition, seq, offset, length);
+    }
+
+    /// Serves a request (or refuses it) once it passed the flood check.
+    fn serve_request(
+        &mut self,
+        now: Millis,
+        peer: &PeerId,
+        rendition: RenditionId,
+        seq: Seq,
+        offset: u32,
+        length: u32,
+    ) {
         // A held segment, or (cut-through) one we announced while it arrives.
         let held = self
             .segs
@@ -794,6 +954,19 @@ impl Core {
             self.reject(peer, rendition, seq, RejectReason::NotFound);
             return;
         };
+        // Bytes we are fetching from the asker itself: it lacks them too (a
+        // cycle of neighbours waiting on each other); it may ask later.
+        let from_asker = missing(&mut self.segs, rendition, seq).is_some_and(|a| {
+            a.jobs.iter().any(|j| {
+                &j.peer == peer
+                    && u64::from(offset) < j.end
+                    && (length == 0 || j.next < u64::from(offset) + u64::from(length))
+            })
+        });
+        if from_asker {
+            self.reject(peer, rendition, seq, RejectReason::Busy);
+            return;
+        }
         let from = u64::from(offset);
         let to = if length == 0 {
             len
@@ -804,12 +977,20 @@ impl Core {
             self.reject(peer, rendition, seq, RejectReason::BadRequest);
             return;
         }
-        let already = self
-            .peers
-            .get(peer)
-            .is_some_and(|n| n.uploads.contains(&(rendition, seq)));
         let slots = upload_slots(&self.cfg, len, duration_ms);
-        if already || self.uploads >= slots || !self.take_budget(now, to - from) {
+        if let Some(n) = self.peers.get_mut(peer) {
+            if n.uploads.contains(&(rendition, seq)) {
+                // The next piece while the last one is still going out: it
+                // follows on the same channel.
+                if n.queued.is_none() {
+                    n.queued = Some((rendition, seq, offset, length));
+                } else {
+                    self.reject(peer, rendition, seq, RejectReason::Busy);
+                }
+                return;
+            }
+        }
+        if self.uploads >= slots || !self.take_budget(now, to - from) {
             self.reject(peer, rendition, seq, RejectReason::Busy);
             return;
         }
@@ -846,36 +1027,42 @@ impl Core {
         let Some(a) = missing(&mut self.segs, r, seq) else {
             return;
         };
-        let verified = a.verified;
-        if !a.streams.iter().any(|st| st.next < st.end.min(verified)) {
+        let ready = |st: &Stream| st.end.min(a.verified.run_end(st.next));
+        if !a.streams.iter().any(|st| st.next < ready(st)) {
             return;
         }
-        // The link slices `data[from..to]`; bytes past `verified` are never sent.
+        // The link slices `data[from..to]`; bytes not verified are never sent.
         let data = Bytes::copy_from_slice(&a.buf);
-        for st in &mut a.streams {
-            let to = st.end.min(verified);
+        let mut serves = Vec::new();
+        for st in &a.streams {
+            let to = ready(st);
             if st.next < to {
-                self.stats.uploaded_bytes += to - st.next;
-                self.actions.push_back(Action::Serve {
-                    peer: st.peer.clone(),
-                    rendition: r,
-                    seq,
-                    data: data.clone(),
-                    from: st.next as u32,
-                    to: to as u32,
-                });
+                serves.push((st.peer.clone(), st.next, to));
+            }
+        }
+        for (peer, from, to) in serves {
+            if let Some(st) = a.streams.iter_mut().find(|st| st.peer == peer) {
                 st.next = to;
             }
+            self.stats.uploaded_bytes += to - from;
+            self.actions.push_back(Action::Serve {
+                peer,
+                rendition: r,
+                seq,
+                data: data.clone(),
+                from: from as u32,
+                to: to as u32,
+            });
         }
     }
 
-    /// Checks the newly filled whole blocks of a segment against the
+    /// Checks the whole blocks in `[from, to)` that are now in against the
     /// origin's block hashes; the first verified block makes the segment
     /// announced to neighbours (cut-through), and verified bytes go to the
-    /// neighbours streaming it. A block that does not match is treated as a
-    /// whole-segment hash mismatch.
-    fn advance_verified(&mut self, now: Millis, r: RenditionId, seq: Seq) {
-        if !self.cfg.cut_through {
+    /// neighbours streaming it. A block that does not match: its senders
+    /// are dropped (see `bad_block`).
+    fn verify_blocks(&mut self, now: Millis, r: RenditionId, seq: Seq, from: u64, to: u64) {
+        if !self.cfg.cut_through || from >= to {
             return;
         }
         let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
@@ -889,24 +1076,24 @@ impl Core {
             return;
         };
         let size = u64::from(blocks.size);
-        let before = a.verified;
-        while a.verified < a.filled {
-            let i = a.verified / size;
-            let end = ((i + 1) * size).min(meta.size);
-            if a.filled < end {
-                break;
+        let mut any = false;
+        for i in from / size..=(to - 1) / size {
+            let (x, y) = (i * size, ((i + 1) * size).min(meta.size));
+            if a.verified.covers(x, y) || !a.got.covers(x, y) {
+                continue;
             }
             let ok = blocks
                 .sha256
                 .get(i as usize)
-                .is_some_and(|h| Sha256Digest::of(&a.buf[a.verified as usize..end as usize]) == *h);
+                .is_some_and(|h| Sha256Digest::of(&a.buf[x as usize..y as usize]) == *h);
             if !ok {
-                self.bad_bytes(now, r, seq);
+                self.bad_block(now, r, seq, i, x, y);
                 return;
             }
-            a.verified = end;
+            a.verified.insert(x, y);
+            any = true;
         }
-        if a.verified == before {
+        if !any {
             return;
         }
         if !std::mem::replace(&mut seg.announced, true) {
@@ -952,10 +1139,15 @@ impl Core {
             }
             a.streams.retain(|st| &st.peer != peer);
         }
+        let mut next = None;
         if let Some(n) = self.peers.get_mut(peer) {
             if n.uploads.remove(&(rendition, seq)) {
                 self.uploads = self.uploads.saturating_sub(1);
             }
+            next = n.queued.take();
+        }
+        if let Some((r, q, offset, length)) = next {
+            self.serve_request(now, peer, r, q, offset, length);
         }
         self.schedule(now);
     }
@@ -975,15 +1167,18 @@ impl Core {
             // A segment that left the window while in flight: harmless.
             return;
         };
+        let block = seg.meta.block_hashes().map_or(0, |b| u64::from(b.size));
         let Status::Missing(a) = &mut seg.status else {
             return;
         };
-        let Some(job) = a.peer.as_mut().filter(|j| &j.peer == peer) else {
+        let offset = u64::from(offset);
+        // Pieces from one neighbour come in the order they were asked for.
+        let Some(i) = a.jobs.iter().position(|j| &j.peer == peer) else {
             // Chunks nobody asked for (or after a cancel) are dropped; a
             // cancelled transfer may still have frames in flight.
             return;
         };
-        let offset = u64::from(offset);
+        let job = &a.jobs[i];
         if u64::from(total) != seg.meta.size
             || offset != job.next
             || offset + data.len() as u64 > job.end
@@ -992,28 +1187,26 @@ impl Core {
             self.drop_peer(now, peer, DropReason::Protocol);
             return;
         }
-        let start = offset as usize;
-        a.buf[start..start + data.len()].copy_from_slice(&data);
+        a.write(offset, &data, Some(peer), block);
+        let job = &mut a.jobs[i];
         job.next += data.len() as u64;
         job.first_byte.get_or_insert(now);
-        // One source at a time, each from the first missing byte.
-        a.filled = job.next;
-        if !a.from_peers.contains(peer) {
-            a.from_peers.push(peer.clone());
-        }
         self.stats.p2p_bytes += data.len() as u64;
-        let done = job.next >= job.end;
-        if done {
+        if job.next >= job.end {
+            let job = a.jobs.remove(i);
+            // The piece queued behind it starts now.
+            if let Some(next) = a.jobs.iter_mut().find(|j| &j.peer == peer) {
+                next.started = now;
+            }
             let elapsed = now.saturating_sub(job.started).max(1) as f64;
             let bytes = (job.end - job.from) as f64;
-            a.peer = None;
             if let Some(n) = self.peers.get_mut(peer) {
                 n.downloads = n.downloads.saturating_sub(1);
                 let r = bytes / elapsed;
                 n.rate = Some(n.rate.map_or(r, |old| 0.7 * old + 0.3 * r));
             }
         }
-        self.advance_verified(now, rendition, seq);
+        self.verify_blocks(now, rendition, seq, offset, offset + data.len() as u64);
         self.finish_if_complete(now, rendition, seq);
         self.schedule(now);
     }
@@ -1033,16 +1226,13 @@ impl Core {
         let Some(job) = a.http.as_mut().filter(|h| h.req == req) else {
             return;
         };
-        let size = seg.meta.size;
-        let n = data.len().min(size.saturating_sub(job.next) as usize);
-        let start = job.next as usize;
-        a.buf[start..start + n].copy_from_slice(&data[..n]);
+        let at = job.next;
+        let n = data.len().min(job.end.saturating_sub(at) as usize);
         job.next += n as u64;
+        a.write(at, &data[..n], None, 0);
         a.from_http = true;
-        // One source at a time, each from the first missing byte.
-        a.filled = job.next;
         self.stats.http_bytes += n as u64;
-        self.advance_verified(now, r, seq);
+        self.verify_blocks(now, r, seq, at, at + n as u64);
     }
 
     /// HTTP request `req` finished.
@@ -1083,7 +1273,7 @@ impl Core {
         let Status::Missing(a) = &mut seg.status else {
             return;
         };
-        if a.filled < seg.meta.size {
+        if !a.got.covers(0, seg.meta.size) {
             return;
         }
         if Sha256Digest::of(&a.buf) != seg.meta.sha256 {
@@ -1143,10 +1333,10 @@ impl Core {
         }
     }
 
-    /// Bytes of a segment did not match the origin's hash (a block or the
-    /// whole): every peer that sent bytes of it is dropped and reported, and
-    /// the segment starts over from the origin. Neighbours streaming it keep
-    /// their place and get the bytes once verified again.
+    /// The whole segment did not match the origin's hash (a record without
+    /// block hashes): every peer that sent bytes of it is dropped and
+    /// reported, and the segment starts over from the origin. Neighbours
+    /// streaming it keep their place and get the bytes once verified again.
     fn bad_bytes(&mut self, now: Millis, r: RenditionId, seq: Seq) {
         let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
             return;
@@ -1164,8 +1354,9 @@ impl Core {
             &mut self.actions,
         );
         a.buf = BytesMut::zeroed(seg.meta.size as usize);
-        a.filled = 0;
-        a.verified = 0;
+        a.got = Ranges::default();
+        a.verified = Ranges::default();
+        a.block_peers.clear();
         a.from_http = false;
         // Start over from the origin, which is never wrong about itself.
         seg.first_fetch = true;
@@ -1175,6 +1366,54 @@ impl Core {
         for p in guilty {
             self.drop_peer(now, &p, DropReason::HashMismatch);
         }
+    }
+
+    /// Block `i` (bytes `[x, y)`) did not match its hash: the neighbours
+    /// whose bytes are in it are dropped and reported, its bytes are
+    /// fetched again, and the rest of the segment comes from the origin
+    /// (which is never wrong about itself); verified blocks are kept.
+    fn bad_block(&mut self, now: Millis, r: RenditionId, seq: Seq, i: u64, x: u64, y: u64) {
+        let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
+            return;
+        };
+        let Status::Missing(a) = &mut seg.status else {
+            return;
+        };
+        self.stats.hash_failures += 1;
+        let guilty = a
+            .block_peers
+            .get_mut(i as usize)
+            .map(std::mem::take)
+            .unwrap_or_default();
+        a.got.remove(x, y);
+        // Their bytes in blocks not yet verified go too.
+        let block = seg.meta.block_hashes().map_or(1, |b| u64::from(b.size));
+        for (j, senders) in a.block_peers.iter_mut().enumerate() {
+            let (bx, by) = (
+                j as u64 * block,
+                ((j as u64 + 1) * block).min(seg.meta.size),
+            );
+            if senders.iter().any(|p| guilty.contains(p)) && !a.verified.covers(bx, by) {
+                a.got.remove(bx, by);
+                senders.clear();
+            }
+        }
+        if guilty.is_empty() {
+            // Only HTTP bytes in it: fetch it again.
+            if let Some(h) = a.http.take() {
+                self.http_reqs.remove(&h.req);
+                self.actions.push_back(Action::HttpCancel { req: h.req });
+            }
+        }
+        seg.first_fetch = true;
+        for p in &guilty {
+            a.tried.insert(p.clone());
+            a.from_peers.retain(|q| q != p);
+        }
+        for p in guilty {
+            self.drop_peer(now, &p, DropReason::HashMismatch);
+        }
+        self.schedule(now);
     }
 
     /// Time of the next check, if any is due.
@@ -1196,11 +1435,22 @@ impl Core {
                 let Status::Missing(a) = &seg.status else {
                     continue;
                 };
-                if a.peer.is_some() {
+                if !a.jobs.is_empty() {
                     note(now + CHECK_MS);
                     note(seg.deadline);
-                } else if a.http.is_none() {
+                }
+                if a.http.is_none() {
                     note(self.http_start(seg, a));
+                }
+                // A holder asked again after its busy back-off.
+                if a.jobs.len() < self.cfg.sources_per_segment.max(1) {
+                    for n in self.peers.values() {
+                        if n.busy_until > now
+                            && n.has.get(r).is_some_and(|h| h.contains(&seg.meta.id.seq))
+                        {
+                            note(n.busy_until);
+                        }
+                    }
                 }
                 if !seg.late_counted {
                     note(seg.deadline);
@@ -1231,7 +1481,7 @@ impl Core {
         if seg.first_fetch {
             return 0;
         }
-        let missing = seg.meta.size.saturating_sub(a.filled) as f64;
+        let missing = a.missing_bytes(seg.meta.size) as f64;
         let need = (missing / self.http_rate.max(1e-3)).ceil() as Millis;
         seg.deadline.saturating_sub(self.cfg.margin_ms + need)
     }
@@ -1248,9 +1498,7 @@ impl Core {
             }
             for (&seq, seg) in by_seq {
                 if let Status::Missing(a) = &seg.status {
-                    if a.peer.is_some() || a.http.is_some() {
-                        active += 1;
-                    }
+                    active += a.jobs.len() + usize::from(a.http.is_some());
                     todo.push((seg.deadline, *r, seq));
                 }
             }
@@ -1258,17 +1506,12 @@ impl Core {
         todo.sort();
         for (_, r, seq) in todo {
             self.check_progress(now, r, seq);
-            let idle = matches!(
-                self.segs.get(&r).and_then(|m| m.get(&seq)).map(|s| &s.status),
-                Some(Status::Missing(a)) if a.peer.is_none() && a.http.is_none()
-            );
-            if idle {
-                if active >= self.cfg.max_downloads && !self.is_first_fetch(r, seq) {
-                    continue;
-                }
-                if self.start(now, r, seq) {
-                    active += 1;
-                }
+            // Sources for what is neither in nor being fetched, while there
+            // are free download slots (a first fetch always starts).
+            while (active < self.cfg.max_downloads || self.is_first_fetch(r, seq))
+                && self.start(now, r, seq)
+            {
+                active += 1;
             }
         }
     }
@@ -1280,7 +1523,8 @@ impl Core {
             .is_some_and(|s| s.first_fetch)
     }
 
-    /// Gives up a peer transfer that cannot meet the deadline.
+    /// Gives up the peer transfers of a segment that cannot meet the
+    /// deadline.
     fn check_progress(&mut self, now: Millis, r: RenditionId, seq: Seq) {
         let margin = self.cfg.margin_ms;
         let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
@@ -1290,36 +1534,40 @@ impl Core {
         let Status::Missing(a) = &mut seg.status else {
             return;
         };
-        let Some(job) = &a.peer else { return };
-        let remaining = (job.end - job.next) as f64;
-        let too_slow = match job.first_byte {
-            None => now.saturating_sub(job.started) >= FIRST_BYTE_MS || now + margin >= deadline,
-            Some(first) if now.saturating_sub(first) < MEASURE_MS => now + margin >= deadline,
-            Some(first) => {
-                let got = (job.next - job.from) as f64;
-                let rate = got / now.saturating_sub(first).max(1) as f64;
-                rate <= 0.0 || now + (remaining / rate) as Millis + margin > deadline
+        let too_slow = |job: &PeerJob| {
+            let remaining = (job.end - job.next) as f64;
+            match job.first_byte {
+                None => {
+                    now.saturating_sub(job.started) >= FIRST_BYTE_MS || now + margin >= deadline
+                }
+                Some(first) if now.saturating_sub(first) < MEASURE_MS => now + margin >= deadline,
+                Some(first) => {
+                    let got = (job.next - job.from) as f64;
+                    let rate = got / now.saturating_sub(first).max(1) as f64;
+                    rate <= 0.0 || now + (remaining / rate) as Millis + margin > deadline
+                }
             }
         };
-        if !too_slow {
-            return;
+        let (slow, keep): (Vec<PeerJob>, Vec<PeerJob>) = a.jobs.drain(..).partition(too_slow);
+        a.jobs = keep;
+        for job in slow {
+            let peer = job.peer;
+            a.tried.insert(peer.clone());
+            self.stats.slow_transfers += 1;
+            if let Some(n) = self.peers.get_mut(&peer) {
+                n.downloads = n.downloads.saturating_sub(1);
+                // Remember it as slow for the next choice.
+                n.rate = Some(n.rate.map_or(0.0, |x| x * 0.5));
+            }
+            self.actions.push_back(Action::Send {
+                peer,
+                frame: Frame::Cancel { rendition: r, seq },
+            });
         }
-        let peer = job.peer.clone();
-        a.tried.insert(peer.clone());
-        a.peer = None;
-        self.stats.slow_transfers += 1;
-        if let Some(n) = self.peers.get_mut(&peer) {
-            n.downloads = n.downloads.saturating_sub(1);
-            // Remember it as slow for the next choice.
-            n.rate = Some(n.rate.map_or(0.0, |x| x * 0.5));
-        }
-        self.actions.push_back(Action::Send {
-            peer,
-            frame: Frame::Cancel { rendition: r, seq },
-        });
     }
 
-    /// Starts the best source for a missing segment; true if one started.
+    /// Starts one more source for the first range of a missing segment that
+    /// is neither in nor being fetched; true if one started.
     fn start(&mut self, now: Millis, r: RenditionId, seq: Seq) -> bool {
         let Some(seg) = self.segs.get(&r).and_then(|m| m.get(&seq)) else {
             return false;
@@ -1328,12 +1576,20 @@ impl Core {
             return false;
         };
         let size = seg.meta.size;
+        let Some((from, gap_end)) = a.first_gap(size) else {
+            return false;
+        };
         let deadline = seg.deadline;
-        let from = a.filled;
         let http_at = self.http_start(seg, a);
-        if !seg.first_fetch {
-            // The fastest neighbour that has it, has a free slot and has not
-            // failed this segment.
+        // Pieces need the block hashes and cut-through (each piece checked
+        // as it lands).
+        let block = match seg.meta.block_hashes() {
+            Some(b) if self.cfg.cut_through => u64::from(b.size),
+            _ => 0,
+        };
+        if !seg.first_fetch && a.jobs.len() < self.cfg.sources_per_segment.max(1) {
+            // The fastest neighbour that has it, has a free slot, is not
+            // already a source of it and has not failed it.
             let mut holders: Vec<(&PeerId, f64)> = self
                 .peers
                 .iter()
@@ -1342,6 +1598,11 @@ impl Core {
                         && n.downloads < self.cfg.downloads_per_peer
                         && n.busy_until <= now
                         && !a.tried.contains(*id)
+                        // One piece in flight and the next queued behind it.
+                        && a.jobs.iter().filter(|j| &j.peer == *id).count() < 2
+                        // A neighbour fetching it from us is behind us.
+                        && !a.streams.iter().any(|st| &st.peer == *id)
+                        && !n.queued.is_some_and(|(qr, q, _, _)| qr == r && q == seq)
                 })
                 .map(|(id, n)| (id, n.rate.unwrap_or(self.cfg.peer_rate)))
                 .collect();
@@ -1351,15 +1612,23 @@ impl Core {
             holders.shuffle(&mut self.rng);
             holders.sort_by(|x, y| y.1.total_cmp(&x.1));
             if let Some((peer, rate)) = holders.first().map(|(p, r)| ((*p).clone(), *r)) {
+                // A piece: whole blocks up to `piece_blocks` of them.
+                let piece = u64::from(self.cfg.piece_blocks) * block;
+                let to = if piece == 0 {
+                    gap_end
+                } else {
+                    ((from / block) * block + piece).min(gap_end)
+                };
                 let eta =
-                    now + ((size - from) as f64 / rate.max(1e-3)) as Millis + self.cfg.margin_ms;
+                    now + ((to - from) as f64 / rate.max(1e-3)) as Millis + self.cfg.margin_ms;
                 if eta <= deadline || now < http_at {
-                    return self.start_peer(now, r, seq, peer, from, size);
+                    return self.start_peer(now, r, seq, peer, from, to);
                 }
             }
         }
-        if now >= http_at {
-            return self.start_http(now, r, seq, from);
+        let http_idle = a.http.is_none();
+        if now >= http_at && http_idle {
+            return self.start_http(now, r, seq, from, gap_end);
         }
         false
     }
@@ -1371,16 +1640,20 @@ impl Core {
         seq: Seq,
         peer: PeerId,
         from: u64,
-        size: u64,
+        to: u64,
     ) -> bool {
-        let Some(a) = missing(&mut self.segs, r, seq) else {
+        let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
             return false;
         };
-        a.peer = Some(PeerJob {
+        let size = seg.meta.size;
+        let Status::Missing(a) = &mut seg.status else {
+            return false;
+        };
+        a.jobs.push(PeerJob {
             peer: peer.clone(),
             from,
             next: from,
-            end: size,
+            end: to,
             started: now,
             first_byte: None,
         });
@@ -1393,13 +1666,14 @@ impl Core {
                 rendition: r,
                 seq,
                 offset: from as u32,
-                length: 0,
+                // 0: to the end.
+                length: if to >= size { 0 } else { (to - from) as u32 },
             },
         });
         true
     }
 
-    fn start_http(&mut self, now: Millis, r: RenditionId, seq: Seq, from: u64) -> bool {
+    fn start_http(&mut self, now: Millis, r: RenditionId, seq: Seq, from: u64, to: u64) -> bool {
         let req = self.next_req;
         let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
             return false;
@@ -1412,6 +1686,7 @@ impl Core {
             req,
             from,
             next: from,
+            end: to,
             started: now,
         });
         self.http_reqs.insert(req, (r, seq));
@@ -1419,6 +1694,7 @@ impl Core {
             req,
             meta: seg.meta.clone(),
             from,
+            to,
         });
         true
     }
@@ -1439,6 +1715,46 @@ fn upload_slots(cfg: &CoreConfig, size: u64, duration_ms: u32) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_merge_split_and_cover() {
+        let mut r = Ranges::default();
+        r.insert(10, 20);
+        r.insert(30, 40);
+        r.insert(20, 30); // touches both: one range
+        assert_eq!(r.0, vec![(10, 40)]);
+        r.insert(5, 5); // empty: nothing
+        r.insert(0, 3);
+        assert_eq!(r.0, vec![(0, 3), (10, 40)]);
+        assert!(r.covers(12, 40) && !r.covers(2, 11) && r.covers(7, 7));
+        assert_eq!((r.run_end(0), r.run_end(3), r.run_end(15)), (3, 3, 40));
+        r.remove(15, 25);
+        assert_eq!(r.0, vec![(0, 3), (10, 15), (25, 40)]);
+        r.remove(0, 100);
+        assert_eq!((r.0.len(), r.total()), (0, 0));
+    }
+
+    #[test]
+    fn the_first_gap_skips_what_is_in_or_being_fetched() {
+        let mut a = Assembly::new(100);
+        assert_eq!(a.first_gap(100), Some((0, 100)));
+        a.got.insert(0, 10);
+        a.http = Some(HttpJob {
+            req: 1,
+            from: 10,
+            next: 15,
+            end: 30,
+            started: 0,
+        });
+        a.got.insert(10, 15);
+        a.got.insert(50, 60);
+        assert_eq!(a.first_gap(100), Some((30, 50)));
+        a.got.insert(30, 50);
+        assert_eq!(a.first_gap(100), Some((60, 100)));
+        a.got.insert(60, 100);
+        assert_eq!(a.first_gap(100), None);
+        assert_eq!(a.missing_bytes(100), 15);
+    }
 
     #[test]
     fn upload_slots_follow_the_uplink() {

@@ -307,9 +307,14 @@ impl Sim {
                 Action::StopServing { peer, seq, .. } => {
                     self.serving.insert((id.clone(), peer, seq), true);
                 }
-                Action::HttpGet { req, meta, from } => {
+                Action::HttpGet {
+                    req,
+                    meta,
+                    from,
+                    to,
+                } => {
                     node.http_gets.push((now, meta.id.seq, from));
-                    let data = self.origin[&meta.id.seq].slice(from as usize..);
+                    let data = self.origin[&meta.id.seq].slice(from as usize..to as usize);
                     let mut t = now + self.http_ms;
                     let pieces: Vec<Bytes> = (0..data.len())
                         .step_by(64 * 1024)
@@ -817,4 +822,65 @@ fn a_corrupted_block_is_caught_before_it_is_relayed() {
             "{id} dropped an honest peer"
         );
     }
+}
+
+/// Pieces (`piece_blocks`): a viewer with two holders gets different
+/// pieces of one segment from each at once, every byte checked, none over
+/// HTTP; a viewer with one holder gets every piece from it back to back
+/// (the next piece queued behind the one in flight).
+#[test]
+fn pieces_come_from_several_holders_at_once() {
+    let mut sim = Sim::new();
+    let pieces = || {
+        let mut cfg = viewer();
+        cfg.piece_blocks = 1;
+        cfg.sources_per_segment = 4;
+        cfg
+    };
+    sim.add("h1", viewer(), Behaviour::Honest);
+    sim.add("h2", viewer(), Behaviour::Honest);
+    sim.add("v", pieces(), Behaviour::Honest);
+    sim.add("w", pieces(), Behaviour::Honest);
+    sim.connect("h1", "v");
+    sim.connect("h2", "v");
+    sim.connect("h1", "w");
+    // Both holders fetch it first; v and w hear of it once they hold it.
+    let meta = sim.publish_record(segment_with_blocks(0, 600_000), &["h1", "h2"]);
+    sim.run(10_000);
+    for id in ["v", "w"] {
+        let n = sim.node(id);
+        assert_eq!(n.completed.len(), 1, "{id}");
+        assert!(meta.matches(&n.completed[0].1), "{id}");
+        assert!(n.http_gets.is_empty(), "{id}: {:?}", n.http_gets);
+        assert_eq!(n.core.stats().p2p_bytes, 600_000, "{id}");
+    }
+    let asked = |sim: &mut Sim, from: &str, to: &str| -> Vec<(u32, u32)> {
+        sim.node(from)
+            .sent
+            .iter()
+            .filter_map(|(p, f)| match f {
+                Frame::Request { offset, length, .. } if p.as_str() == to => {
+                    Some((*offset, *length))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let (v1, v2) = (asked(&mut sim, "v", "h1"), asked(&mut sim, "v", "h2"));
+    assert!(
+        !v1.is_empty() && !v2.is_empty(),
+        "v asked both: {v1:?} {v2:?}"
+    );
+    // Pieces of one block each; the last one "to the end".
+    let block = BLOCK_SIZE;
+    for &(o, l) in v1.iter().chain(&v2) {
+        assert_eq!(o % block, 0);
+        assert!(l == block || (l == 0 && o + block >= 600_000), "{o} {l}");
+    }
+    let up = |sim: &mut Sim, id: &str| sim.node(id).core.stats().uploaded_bytes;
+    assert!(up(&mut sim, "h1") > 600_000 && up(&mut sim, "h2") > 0);
+    // w: one holder, every piece from it, none refused.
+    let w = asked(&mut sim, "w", "h1");
+    assert_eq!(w.len(), 600_000usize.div_ceil(block as usize), "{w:?}");
+    assert_eq!(sim.node("h1").core.stats().rejected_requests, 0);
 }

@@ -705,7 +705,12 @@ impl Sim {
                     }
                 }
             }
-            Action::HttpGet { req, meta, from } => {
+            Action::HttpGet {
+                req,
+                meta,
+                from,
+                to,
+            } => {
                 let seq = meta.id.seq;
                 self.viewers[v].http_reqs.insert(req, seq);
                 let Some((_, data)) = self.content.get(&seq).cloned() else {
@@ -713,7 +718,8 @@ impl Sim {
                     return;
                 };
                 let from = from as usize;
-                let real = (data.len() - from) as u64 * SCALE;
+                let to = (to as usize).clamp(from, data.len());
+                let real = (to - from) as u64 * SCALE;
                 let mut rate = self.viewers[v].down;
                 if self.sc.network.shared_wan_kbps > 0 {
                     self.http_active_wan += 1;
@@ -722,7 +728,7 @@ impl Sim {
                 }
                 let dur = (real as f64 / rate.max(1e-3)).ceil() as Ms;
                 let ttfb = self.sc.cdn.latency_ms as Ms + self.viewers[v].latency;
-                let span = (data.len() - from) as u64;
+                let span = (to - from) as u64;
                 let mut a0 = from;
                 let n = pieces(dur);
                 for e in 1..=n {
