@@ -80,8 +80,9 @@ pub struct Report {
     pub origin_egress_bytes: u64,
     /// Origin/CDN egress per published segment, in copies.
     pub origin_copies_per_segment: f64,
-    /// Viewers the tracker told to fetch a segment first, per segment (the
-    /// rest of the origin's copies are fallbacks before a deadline).
+    /// Viewers that fetched a segment first, per segment: told by the
+    /// tracker (plan), or deciding alone (random mesh); the rest of the
+    /// origin's copies are fallbacks before a deadline.
     pub first_fetchers_per_segment: f64,
     /// Time stalled / time watched.
     pub rebuffering_ratio: f64,
