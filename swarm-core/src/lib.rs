@@ -1024,35 +1024,35 @@ impl Core {
     /// Hands the verified bytes of a segment still arriving to the links of
     /// the neighbours streaming it.
     fn feed_streams(&mut self, r: RenditionId, seq: Seq) {
-        let Some(a) = missing(&mut self.segs, r, seq) else {
+        let Some(Assembly {
+            buf,
+            verified,
+            streams,
+            ..
+        }) = missing(&mut self.segs, r, seq)
+        else {
             return;
         };
-        let ready = |st: &Stream| st.end.min(a.verified.run_end(st.next));
-        if !a.streams.iter().any(|st| st.next < ready(st)) {
+        let ready = |st: &Stream| st.end.min(verified.run_end(st.next));
+        if !streams.iter().any(|st| st.next < ready(st)) {
             return;
         }
         // The link slices `data[from..to]`; bytes not verified are never sent.
-        let data = Bytes::copy_from_slice(&a.buf);
-        let mut serves = Vec::new();
-        for st in &a.streams {
+        let data = Bytes::copy_from_slice(buf);
+        for st in streams.iter_mut() {
             let to = ready(st);
             if st.next < to {
-                serves.push((st.peer.clone(), st.next, to));
-            }
-        }
-        for (peer, from, to) in serves {
-            if let Some(st) = a.streams.iter_mut().find(|st| st.peer == peer) {
+                self.stats.uploaded_bytes += to - st.next;
+                self.actions.push_back(Action::Serve {
+                    peer: st.peer.clone(),
+                    rendition: r,
+                    seq,
+                    data: data.clone(),
+                    from: st.next as u32,
+                    to: to as u32,
+                });
                 st.next = to;
             }
-            self.stats.uploaded_bytes += to - from;
-            self.actions.push_back(Action::Serve {
-                peer,
-                rendition: r,
-                seq,
-                data: data.clone(),
-                from: from as u32,
-                to: to as u32,
-            });
         }
     }
 
