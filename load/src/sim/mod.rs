@@ -299,6 +299,12 @@ fn core_config(sc: &Scenario, r: RenditionId) -> CoreConfig {
     if let Some(n) = sc.player.upload_slots {
         c.upload_slots = n;
     }
+    if let Some(n) = sc.player.piece_blocks {
+        c.piece_blocks = n;
+    }
+    if let Some(n) = sc.player.sources_per_segment {
+        c.sources_per_segment = n;
+    }
     c.http_rate /= SCALE as f64;
     c.peer_rate /= SCALE as f64;
     c
@@ -1112,7 +1118,11 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         } else {
             0
         },
-        max_first_fetchers: if policy == Policy::Plan { 1024 } else { 0 },
+        max_first_fetchers: if policy == Policy::Plan {
+            sc.tracker.max_first_fetchers
+        } else {
+            0
+        },
         spread_budget_ms: sc.tracker.spread_budget_ms,
         ping_interval_ms: u32::MAX,
         idle_timeout_ms: u32::MAX,

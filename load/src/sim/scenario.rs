@@ -241,6 +241,10 @@ pub struct TrackerSpec {
     pub cell_size: u32,
     /// Fewest first fetchers per segment.
     pub min_first_fetchers: u32,
+    /// Most first fetchers per segment (the coverage feedback's ceiling;
+    /// equal to the minimum, it fixes the count and shows what the swarm
+    /// alone reaches).
+    pub max_first_fetchers: u32,
     /// Publish → the moment the plan wants nearly every viewer to hold a
     /// segment, ms (the tracker's `--spread-budget-ms`).
     pub spread_budget_ms: u64,
@@ -252,6 +256,7 @@ impl Default for TrackerSpec {
             neighbours: 8,
             cell_size: 300,
             min_first_fetchers: 1,
+            max_first_fetchers: 1024,
             spread_budget_ms: 3000,
         }
     }
@@ -266,6 +271,11 @@ pub struct PlayerSpec {
     pub playback_delay_ms: u64,
     /// Concurrent uploads per viewer (the swarm core's default if absent).
     pub upload_slots: Option<usize>,
+    /// Blocks per piece asked of one holder (the swarm core's
+    /// `piece_blocks`; 0 = the whole missing range from one holder).
+    pub piece_blocks: Option<u32>,
+    /// Holders asked for pieces of one segment at once.
+    pub sources_per_segment: Option<usize>,
 }
 
 impl Default for PlayerSpec {
@@ -273,6 +283,8 @@ impl Default for PlayerSpec {
         Self {
             playback_delay_ms: 4000,
             upload_slots: None,
+            piece_blocks: None,
+            sources_per_segment: None,
         }
     }
 }
