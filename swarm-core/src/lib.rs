@@ -547,8 +547,6 @@ pub struct Core {
 
 /// How long a neighbour that answered `busy` is not asked again.
 const BUSY_BACKOFF_MS: Millis = 500;
-/// How often an active transfer's progress is checked.
-const CHECK_MS: Millis = 100;
 /// A peer that has sent no byte this long after a request is too slow.
 const FIRST_BYTE_MS: Millis = 400;
 /// A transfer's rate is judged over at least this long after its first
@@ -1435,9 +1433,25 @@ impl Core {
                 let Status::Missing(a) = &seg.status else {
                     continue;
                 };
-                if !a.jobs.is_empty() {
-                    note(now + CHECK_MS);
-                    note(seg.deadline);
+                // When each transfer would turn too slow if no more bytes
+                // came (a byte that comes is an input, and checks again).
+                let give_up = seg.deadline.saturating_sub(self.cfg.margin_ms);
+                for j in &a.jobs {
+                    note(give_up);
+                    match j.first_byte {
+                        None => note(j.started + FIRST_BYTE_MS),
+                        Some(first) if now.saturating_sub(first) < MEASURE_MS => {
+                            note(first + MEASURE_MS)
+                        }
+                        Some(first) => {
+                            // t + left·(t − first)/got + margin > deadline
+                            let got = (j.next - j.from).max(1) as f64;
+                            let left = (j.end - j.next) as f64;
+                            let t =
+                                (give_up as f64 + left * first as f64 / got) / (1.0 + left / got);
+                            note((t.floor() as Millis + 1).max(now + 1));
+                        }
+                    }
                 }
                 if a.http.is_none() {
                     note(self.http_start(seg, a));

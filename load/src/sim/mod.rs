@@ -20,11 +20,11 @@
 //!
 //! Deterministic: one seed gives one report.
 
+mod calendar;
 pub mod html;
 pub mod scenario;
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -176,11 +176,6 @@ enum Ev {
     Sample,
 }
 
-/// A queued event: (time, insertion order, slot in `Sim::slab`). The
-/// events themselves stay in the slab, so the heap moves 24 bytes per sift,
-/// not a whole event.
-type Queued = (Ms, u64, u32);
-
 struct Viewer {
     id: PeerId,
     core: Core,
@@ -254,7 +249,9 @@ struct Sim {
     policy: Policy,
     now: Ms,
     order: u64,
-    queue: BinaryHeap<Reverse<Queued>>,
+    /// Slots in `slab` of the events to come, by time then insertion
+    /// (the events stay in the slab: the queue moves 4 bytes each).
+    queue: calendar::Calendar<u32>,
     slab: Vec<Option<Ev>>,
     free_slots: Vec<u32>,
     rng: SmallRng,
@@ -323,7 +320,7 @@ impl Sim {
                 (self.slab.len() - 1) as u32
             }
         };
-        self.queue.push(Reverse((at, self.order, slot)));
+        self.queue.push(at, slot);
     }
 
     fn new_viewer(&mut self, joined_at: Ms) -> usize {
@@ -1148,7 +1145,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         policy,
         now: 0,
         order: 0,
-        queue: BinaryHeap::new(),
+        queue: calendar::Calendar::default(),
         slab: Vec::new(),
         free_slots: Vec::new(),
         rng: SmallRng::seed_from_u64(seed),
@@ -1202,7 +1199,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
     sim.at(1000, Ev::Publish(0));
     sim.at(10_000, Ev::Sample);
     let mut last_progress = 0;
-    while let Some(Reverse((at, _, slot))) = sim.queue.pop() {
+    while let Some((at, slot)) = sim.queue.pop() {
         if at >= end + sc.player.playback_delay_ms + 2000 {
             break;
         }
