@@ -67,13 +67,19 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_MAX_FIRST_FETCHERS", default_value_t = 1000)]
     pub max_first_fetchers: u32,
 
-    /// Publish → the moment (nearly) every viewer should hold a segment,
-    /// ms: when recent segments reached fewer than 97 % of the viewers by
-    /// then, later ones get more first fetchers (viewers fall back to HTTP
-    /// shortly after; a player three 2-s segments behind live needs a
-    /// segment about 4 s after its publish).
+    /// Publish → the moment most viewers should hold a segment, ms: when
+    /// recent segments reached fewer than `--coverage-target` of the
+    /// viewers by then, later ones get more first fetchers (viewers fall
+    /// back to HTTP shortly after; a player three 2-s segments behind live
+    /// needs a segment about 4 s after its publish).
     #[arg(long, env = "SWARMCAST_SPREAD_BUDGET_MS", default_value_t = 3000)]
     pub spread_budget_ms: u64,
+
+    /// Share of viewers (0–1] the plan wants holding each segment within
+    /// the spread budget; the others fetch what they lack over HTTP before
+    /// their deadline. Higher costs more first fetchers (origin copies).
+    #[arg(long, env = "SWARMCAST_COVERAGE_TARGET", default_value_t = 0.8)]
+    pub coverage_target: f64,
 
     /// A first fetcher that has not announced `have` within this many ms is
     /// replaced.
@@ -132,6 +138,9 @@ impl Config {
         if self.cell_size == 0 {
             return err("--cell-size must be at least 1");
         }
+        if !(self.coverage_target > 0.0 && self.coverage_target <= 1.0) {
+            return err("--coverage-target must be above 0 and at most 1");
+        }
         if self.msgs_per_sec == 0 || self.msg_burst < self.msgs_per_sec {
             return err("--msg-burst must be at least --msgs-per-sec, which must be at least 1");
         }
@@ -159,6 +168,7 @@ impl Config {
             max_first_fetchers: self.max_first_fetchers,
             first_fetch_deadline_ms: self.first_fetch_deadline_ms,
             spread_budget_ms: self.spread_budget_ms,
+            coverage_target: self.coverage_target,
             signals_per_sec: self.signals_per_sec,
             signal_burst: self.signals_per_sec * 4,
             ping_interval_ms: self.ping_interval_ms,
@@ -173,6 +183,41 @@ impl Config {
                 }]
             },
             ..SwarmConfig::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(extra: &[&str]) -> Result<(), String> {
+        let mut args = vec![
+            "swarmcast-tracker",
+            "--token-secret",
+            "0123456789abcdef0123",
+        ];
+        args.extend_from_slice(extra);
+        let c = Config::try_parse_from(args).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_plan_settings_are_refused_with_the_flag_named() {
+        assert_eq!(parse(&[]), Ok(()));
+        assert_eq!(parse(&["--coverage-target", "0.97"]), Ok(()));
+        for (bad, says) in [
+            (&["--coverage-target", "0"][..], "--coverage-target"),
+            (&["--coverage-target", "1.5"], "--coverage-target"),
+            (&["--coverage-target", "NaN"], "--coverage-target"),
+            (
+                &["--min-first-fetchers", "5", "--max-first-fetchers", "2"],
+                "--min-first-fetchers",
+            ),
+            (&["--cell-size", "0"], "--cell-size"),
+        ] {
+            let e = parse(bad).expect_err("refused");
+            assert!(e.contains(says), "{bad:?}: {e}");
         }
     }
 }

@@ -1121,6 +1121,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
             0
         },
         spread_budget_ms: sc.tracker.spread_budget_ms,
+        coverage_target: sc.tracker.coverage_target,
         ping_interval_ms: u32::MAX,
         idle_timeout_ms: u32::MAX,
         signals_per_sec: u32::MAX,

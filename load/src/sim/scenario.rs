@@ -248,6 +248,9 @@ pub struct TrackerSpec {
     /// Publish → the moment the plan wants nearly every viewer to hold a
     /// segment, ms (the tracker's `--spread-budget-ms`).
     pub spread_budget_ms: u64,
+    /// Share of viewers the plan wants holding a segment within the
+    /// budget (the tracker's `--coverage-target`).
+    pub coverage_target: f64,
 }
 
 impl Default for TrackerSpec {
@@ -258,6 +261,7 @@ impl Default for TrackerSpec {
             min_first_fetchers: 1,
             max_first_fetchers: 1024,
             spread_budget_ms: 3000,
+            coverage_target: 0.8,
         }
     }
 }
@@ -331,6 +335,12 @@ impl Scenario {
         if self.tracker.neighbours == 0 || self.tracker.cell_size == 0 {
             return Err("tracker: neighbours and cell_size must be at least 1".into());
         }
+        if !(self.tracker.coverage_target > 0.0 && self.tracker.coverage_target <= 1.0) {
+            return Err("tracker.coverage_target must be above 0 and at most 1".into());
+        }
+        if self.tracker.max_first_fetchers < self.tracker.min_first_fetchers {
+            return Err("tracker.max_first_fetchers must be at least min_first_fetchers".into());
+        }
         Ok(())
     }
 }
@@ -356,6 +366,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("line 4") && e.contains("bogus"), "{e}");
+        for (bad, says) in [
+            ("coverage_target = 1.5", "coverage_target must be above 0"),
+            ("coverage_target = 0.0", "coverage_target must be above 0"),
+            (
+                "min_first_fetchers = 5\nmax_first_fetchers = 2",
+                "max_first_fetchers must be at least",
+            ),
+        ] {
+            let text = format!("name = \"x\"\nviewers = 3\nduration_s = 1\n[tracker]\n{bad}\n");
+            let e = Scenario::parse(&text, "t").unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
     }
 
     #[test]
