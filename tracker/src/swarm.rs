@@ -1405,17 +1405,18 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn first_fetchers_follow_the_coverage_within_the_spread_budget() {
+    /// A swarm of a publisher and 100 viewers playing the rendition, with
+    /// first fetchers between 1 and 100 and a 2-s spread budget.
+    fn hundred_viewers(coverage_target: f64, seed: u64) -> (Swarm, Slot, Vec<Slot>) {
         let cfg = SwarmConfig {
             cell_size: 300,
             min_first_fetchers: 1,
             max_first_fetchers: 100,
             spread_budget_ms: 2000,
-            coverage_target: 0.97,
+            coverage_target,
             ..SwarmConfig::default()
         };
-        let mut sw = Swarm::new(sid(), cfg, 3);
+        let mut sw = Swarm::new(sid(), cfg, seed);
         let origin = join(&mut sw, "origin", ClientKind::Publisher, None, 0);
         let viewers: Vec<Slot> = (0..100)
             .map(|i| join(&mut sw, &format!("v{i}"), ClientKind::Native, None, 1000))
@@ -1424,6 +1425,12 @@ mod tests {
             sw.handle(0, v, have(0)); // every viewer plays the rendition
         }
         drain(&mut sw);
+        (sw, origin, viewers)
+    }
+
+    #[test]
+    fn first_fetchers_follow_the_coverage_within_the_spread_budget() {
+        let (mut sw, origin, viewers) = hundred_viewers(0.97, 3);
         // Segment 1: one first fetcher (100 viewers, cells of 300); the
         // mesh brings it to 20 viewers within the budget, the rest later.
         assert_eq!(publish_at(&mut sw, origin, 10_000, 1).len(), 1);
@@ -1455,22 +1462,7 @@ mod tests {
 
     #[test]
     fn first_fetchers_come_down_where_uplinks_limit_the_reach() {
-        let cfg = SwarmConfig {
-            cell_size: 300,
-            min_first_fetchers: 1,
-            max_first_fetchers: 100,
-            spread_budget_ms: 2000,
-            ..SwarmConfig::default()
-        };
-        let mut sw = Swarm::new(sid(), cfg, 5);
-        let origin = join(&mut sw, "origin", ClientKind::Publisher, None, 0);
-        let viewers: Vec<Slot> = (0..100)
-            .map(|i| join(&mut sw, &format!("v{i}"), ClientKind::Native, None, 1000))
-            .collect();
-        for &v in &viewers {
-            sw.handle(0, v, have(0));
-        }
-        drain(&mut sw);
+        let (mut sw, origin, viewers) = hundred_viewers(0.8, 5);
         // Whatever the first fetchers, relaying brings the segment to five
         // more viewers in time (four from a single one): the uplinks are
         // the limit. Coverage stays far below the target, and raising the
