@@ -63,8 +63,9 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_MIN_FIRST_FETCHERS", default_value_t = 1)]
     pub min_first_fetchers: u32,
 
-    /// Most first fetchers per segment.
-    #[arg(long, env = "SWARMCAST_MAX_FIRST_FETCHERS", default_value_t = 1000)]
+    /// Most first fetchers per segment (the coverage feedback finds the
+    /// count; the default is the most sessions a swarm takes).
+    #[arg(long, env = "SWARMCAST_MAX_FIRST_FETCHERS", default_value_t = 20_000)]
     pub max_first_fetchers: u32,
 
     /// Publish → the moment most viewers should hold a segment, ms: when

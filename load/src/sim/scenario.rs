@@ -259,7 +259,7 @@ impl Default for TrackerSpec {
             neighbours: 8,
             cell_size: 300,
             min_first_fetchers: 1,
-            max_first_fetchers: 1024,
+            max_first_fetchers: 20_000,
             spread_budget_ms: 3000,
             coverage_target: 0.8,
         }
