@@ -1589,28 +1589,35 @@ impl Core {
         let Status::Missing(a) = &seg.status else {
             return false;
         };
+        let http_at = self.http_start(seg, a);
+        // Neither a neighbour (first fetch, or sources enough) nor HTTP (under
+        // way, or not yet time) can start: done before looking for a gap.
+        let peer_may = !seg.first_fetch && a.jobs.len() < self.cfg.sources_per_segment.max(1);
+        if !peer_may && !(a.http.is_none() && now >= http_at) {
+            return false;
+        }
         let size = seg.meta.size;
         let Some((from, gap_end)) = a.first_gap(size) else {
             return false;
         };
         let deadline = seg.deadline;
-        let http_at = self.http_start(seg, a);
         // Pieces need the block hashes and cut-through (each piece checked
         // as it lands).
         let block = match seg.meta.block_hashes() {
             Some(b) if self.cfg.cut_through => u64::from(b.size),
             _ => 0,
         };
-        if !seg.first_fetch && a.jobs.len() < self.cfg.sources_per_segment.max(1) {
+        if peer_may {
             // The fastest neighbour that has it, has a free slot, is not
-            // already a source of it and has not failed it.
+            // already a source of it and has not failed it (cheapest
+            // checks first).
             let mut holders: Vec<(&PeerId, f64)> = self
                 .peers
                 .iter()
                 .filter(|(id, n)| {
-                    n.has.get(&r).is_some_and(|s| s.contains(&seq))
-                        && n.downloads < self.cfg.downloads_per_peer
+                    n.downloads < self.cfg.downloads_per_peer
                         && n.busy_until <= now
+                        && n.has.get(&r).is_some_and(|s| s.contains(&seq))
                         && !a.tried.contains(*id)
                         // One piece in flight and the next queued behind it.
                         && a.jobs.iter().filter(|j| &j.peer == *id).count() < 2
