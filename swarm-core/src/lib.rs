@@ -1593,7 +1593,8 @@ impl Core {
         // Neither a neighbour (first fetch, or sources enough) nor HTTP (under
         // way, or not yet time) can start: done before looking for a gap.
         let peer_may = !seg.first_fetch && a.jobs.len() < self.cfg.sources_per_segment.max(1);
-        if !peer_may && !(a.http.is_none() && now >= http_at) {
+        let http_may = a.http.is_none() && now >= http_at;
+        if !(peer_may || http_may) {
             return false;
         }
         let size = seg.meta.size;
