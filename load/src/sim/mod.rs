@@ -44,7 +44,7 @@ pub use scenario::{Policy, Scenario};
 /// Real bytes per simulated byte.
 pub const SCALE: u64 = 4096;
 /// A transfer arrives in evenly spaced pieces, one per this many ms (the
-/// core checks progress every 100 ms; real chunks arrive continuously),
+/// core judges a transfer's rate as bytes arrive; real chunks arrive continuously),
 /// at least 2 and at most `MAX_PIECES`.
 const PIECE_MS: u64 = 80;
 const MAX_PIECES: u64 = 16;
