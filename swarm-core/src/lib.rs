@@ -1436,8 +1436,10 @@ impl Core {
                 // When each transfer would turn too slow if no more bytes
                 // came (a byte that comes is an input, and checks again).
                 let give_up = seg.deadline.saturating_sub(self.cfg.margin_ms);
-                for j in &a.jobs {
+                if !a.jobs.is_empty() {
                     note(give_up);
+                }
+                for j in &a.jobs {
                     match j.first_byte {
                         None => note(j.started + FIRST_BYTE_MS),
                         Some(first) if now.saturating_sub(first) < MEASURE_MS => {

@@ -54,17 +54,17 @@ pub struct SwarmConfig {
     pub min_first_fetchers: u32,
     /// Most first fetchers per segment. The coverage feedback finds the
     /// count; a cap of 1,000 held 10,000 viewers with 1.5× uplinks at
-    /// 53 % offload where the feedback wanted 2,300 and reached 68 %
+    /// 53 % offload where the feedback wanted 2,280 and reached 68 %
     /// (docs/benchmarks/simulator.md), so the default only bounds a
     /// runaway: the swarm's own size.
     pub max_first_fetchers: u32,
     /// A first fetcher that has not announced `have` by then is replaced.
     pub first_fetch_deadline_ms: u64,
-    /// Publish → the moment the plan wants (nearly) every viewer to hold a
-    /// segment, before viewers start falling back to HTTP. The number of
-    /// first fetchers follows what the mesh actually reached by then (see
-    /// [`Swarm`]'s plan): more when segments reach too few viewers in
-    /// time, slowly fewer when they reach everyone.
+    /// Publish → the moment the plan wants `coverage_target` of the viewers
+    /// to hold a segment, before viewers start falling back to HTTP. The
+    /// number of first fetchers follows what the mesh actually reached by
+    /// then (see [`Swarm`]'s plan): more when segments reach too few
+    /// viewers in time, slowly fewer when they reach the target.
     pub spread_budget_ms: u64,
     /// The share of viewers the plan wants holding a segment within the
     /// spread budget (the rest fetch what they lack over HTTP before their
@@ -967,7 +967,7 @@ impl Swarm {
     /// fetchers and to every viewer the relaying did not reach in time, so
     /// what the plan maximises is the relaying's reach: viewers holding it
     /// within the budget, less the first fetchers. A segment that reached
-    /// nearly everyone lets the plan shrink by a tenth. One that did not
+    /// the target share lets the plan shrink by a tenth. One that did not
     /// asks for `planned × target / c` for a coverage `c` (as if each first
     /// fetcher's reach were constant: true where time limits the relaying).
     /// Where relaying reached fewer viewers than there were first fetchers,
@@ -1482,8 +1482,9 @@ mod tests {
                 sw.handle(at + 500, v, have(seq));
             }
         }
-        // Coverage alone (first fetchers × 0.97 / coverage) would run to
-        // the ceiling of 100 within three segments and stay there.
+        // Coverage alone (first fetchers × 0.8 / coverage, coverage =
+        // (first fetchers + 5) / 100) would climb to about 75 within three
+        // segments and stay there.
         let top = counts.iter().copied().max().unwrap_or(0);
         assert!(top < 60, "the count ran towards the ceiling: {counts:?}");
         let last: usize = counts[counts.len() - 20..].iter().sum();

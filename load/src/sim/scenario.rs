@@ -245,8 +245,8 @@ pub struct TrackerSpec {
     /// equal to the minimum, it fixes the count and shows what the swarm
     /// alone reaches).
     pub max_first_fetchers: u32,
-    /// Publish → the moment the plan wants nearly every viewer to hold a
-    /// segment, ms (the tracker's `--spread-budget-ms`).
+    /// Publish → the moment the plan wants `coverage_target` of the
+    /// viewers to hold a segment, ms (the tracker's `--spread-budget-ms`).
     pub spread_budget_ms: u64,
     /// Share of viewers the plan wants holding a segment within the
     /// budget (the tracker's `--coverage-target`).
