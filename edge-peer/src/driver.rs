@@ -360,8 +360,10 @@ impl Driver {
         for h in links.into_values() {
             h.stop.cancel();
         }
-        // The last report: the tracker's totals then match this peer's own.
+        // The last report: the tracker's totals then match this peer's own
+        // once the session has closed after it.
         self.report(&mut stats, first_segment_ms).await;
+        self.tracker.close(Duration::from_secs(3)).await;
     }
 
     /// Sends the core's counts to the tracker.

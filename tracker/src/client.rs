@@ -14,10 +14,13 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use rand::Rng as _;
 use swarmcast_proto::tracker::{ClientMsg, Hello, PeerConfig, ServerMsg};
 use swarmcast_proto::{RenditionId, Seq};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
+
+/// How long a closing client waits for the tracker's close.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// How to reach the tracker.
 #[derive(Debug, Clone)]
@@ -65,6 +68,8 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub struct ClientHandle {
     tx: mpsc::Sender<ClientMsg>,
+    /// Turns true when the client task has ended.
+    ended: watch::Receiver<bool>,
 }
 
 impl ClientHandle {
@@ -74,6 +79,16 @@ impl ClientHandle {
             .send(msg)
             .await
             .map_err(|_| crate::TrackerError::Client("client stopped".into()))
+    }
+
+    /// Lets go of this handle and, once no other handle is left, waits (at
+    /// most `within`) for the client to deliver what is queued and close
+    /// the session: the tracker has then read every message sent before,
+    /// an owner's last stats report among them.
+    pub async fn close(self, within: Duration) {
+        let ClientHandle { tx, mut ended } = self;
+        drop(tx);
+        let _ = tokio::time::timeout(within, ended.wait_for(|e| *e)).await;
     }
 }
 
@@ -85,8 +100,12 @@ pub fn start(
 ) -> (ClientHandle, mpsc::Receiver<Event>) {
     let (tx, rx) = mpsc::channel(1024);
     let (ev_tx, ev_rx) = mpsc::channel(1024);
-    tokio::spawn(run(cfg, rx, ev_tx, shutdown));
-    (ClientHandle { tx }, ev_rx)
+    let (ended_tx, ended) = watch::channel(false);
+    tokio::spawn(async move {
+        run(cfg, rx, ev_tx, shutdown).await;
+        let _ = ended_tx.send(true);
+    });
+    (ClientHandle { tx, ended }, ev_rx)
 }
 
 #[derive(Default)]
@@ -206,6 +225,10 @@ async fn run(
                     .await;
             }
         }
+        if rx.is_closed() && rx.is_empty() {
+            // Every handle is gone and nothing is left to deliver.
+            return;
+        }
         // Full jitter: a restarted tracker is not hit by every peer at once.
         let wait = Duration::from_millis(rand::rng().random_range(0..=backoff.as_millis() as u64));
         debug!(wait_ms = wait.as_millis() as u64, "reconnecting");
@@ -291,7 +314,15 @@ async fn connection(
             biased;
             out = rx.recv() => {
                 let Some(msg) = out else {
-                    let _ = ws.close(None).await;
+                    // Every handle is gone and the queue is drained: close
+                    // and wait for the tracker's close, which it sends
+                    // after reading every message before ours.
+                    if ws.close(None).await.is_ok() {
+                        let _ = tokio::time::timeout(CLOSE_WAIT, async {
+                            while let Some(Ok(_)) = ws.next().await {}
+                        })
+                        .await;
+                    }
                     return Outcome::Stop;
                 };
                 held.note(&msg);

@@ -523,6 +523,40 @@ async fn a_restarted_tracker_rebuilds_its_index_from_reconnecting_clients() {
 }
 
 #[tokio::test]
+async fn a_closing_client_delivers_its_last_report_first() {
+    // The edge peer's last stats report goes out as it leaves; the
+    // tracker's totals must hold it once `close` returns, for every one
+    // of several clients leaving at once.
+    let t = Tracker::start(&[]);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut handles = Vec::new();
+    for i in 0..8 {
+        let cfg = ClientConfig::new(
+            t.ws(),
+            hello("bye", &format!("p{i}"), ClientKind::Native, None),
+        );
+        let (h, mut ev) = client::start(cfg, shutdown.clone());
+        assert!(matches!(ev.recv().await, Some(Event::Connected(_))));
+        handles.push((h, ev));
+    }
+    let leaving = handles.into_iter().map(|(h, ev)| async move {
+        let _ = ev;
+        h.send(ClientMsg::Stats(swarmcast_proto::tracker::StatsReport {
+            uploaded_bytes: 1_000,
+            p2p_bytes: 10,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+        h.close(Duration::from_secs(5)).await;
+    });
+    futures_util::future::join_all(leaving).await;
+    let s = t.stats("bye").await;
+    assert_eq!((s.uploaded_bytes, s.p2p_bytes, s.viewers), (8_000, 80, 0));
+    shutdown.cancel();
+}
+
+#[tokio::test]
 async fn serves_https_with_rustls() {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
     let dir = std::env::temp_dir().join(format!("swarmcast-tracker-tls-{}", std::process::id()));
