@@ -113,6 +113,7 @@ async fn demo(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<()>
             .flat_map(|d| ["--web-root".to_string(), d.display().to_string()])
             .collect(),
         edge_args: Vec::new(),
+        netns_uplinks_kbps: None,
     };
     let event = Event::start(&spec, &shutdown).await?;
     let origin_url = format!("http://{}", event.origin);

@@ -51,6 +51,7 @@ async fn hostile_frames_are_rejected_counted_and_the_flooder_dropped() {
         ice_interval: Duration::from_millis(20),
         ice_servers: vec![],
         corrupt_uploads: false,
+        high_water: link::HIGH_WATER,
     };
     let runtime = std::sync::Arc::new(BigBufRuntime::new(4 << 20));
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(1024);

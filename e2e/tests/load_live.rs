@@ -2,7 +2,8 @@
 //! test source + 6 edge peers, 60 s, real WebRTC on loopback) whose report
 //! must agree with what each part counted itself: the origin's egress
 //! counter, the edge peers' byte counters, and the viewers' reports as the
-//! tracker sums them.
+//! tracker sums them; and the same with each edge peer a process in a
+//! network namespace of its own behind a `tc`-shaped link.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Command, Stdio};
@@ -21,8 +22,13 @@ fn close(a: u64, b: u64, tol: f64) -> bool {
     (a - b).abs() <= tol * a.max(b)
 }
 
+/// The two events of this file take the machine's two cores each: one at
+/// a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = std::env::temp_dir().join(format!("swarmcast-load-live-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
@@ -93,5 +99,77 @@ fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
     let offload = ev["offload"].as_f64().unwrap();
     assert!(offload > 0.5, "offload {offload}");
     assert_eq!(field(ev, "hash_failures"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn edge_peers_in_namespaces_of_their_own_relay_over_shaped_links() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("swarmcast-load-netns-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    // The run makes interfaces and routes: in a namespace of its own.
+    let script = format!(
+        "ip link set lo up && exec {} live --netns --viewers 5 --uplink-kbps 3000,3000,3000,3000,300 \
+         --duration 40 --warmup 10 --renditions 360p --mode swarm \
+         --tracker-arg=--min-first-fetchers=1 --json {}",
+        bin("swarmcast-load").display(),
+        json.display()
+    );
+    // Namespaces and qdiscs need root.
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let mut cmd = Command::new(if root { "unshare" } else { "sudo" });
+    if !root {
+        cmd.arg("unshare");
+    }
+    let out = cmd
+        .args(["-n", "--", "sh", "-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("unshare runs");
+    assert!(
+        out.status.success(),
+        "swarmcast-load live --netns failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let ev = &report["events"][0];
+    eprintln!("{}", serde_json::to_string_pretty(ev).unwrap());
+    let t = &ev["totals"];
+    // Segments crossed the links between the namespaces, peer to peer.
+    let offload = ev["offload"].as_f64().unwrap();
+    assert!(offload > 0.3, "offload {offload}");
+    assert!(field(t, "edges_p2p_bytes") > 1_000_000, "{t}");
+    // Every viewer opened data channels (each end counts one).
+    assert!(field(ev, "links_opened") >= 5, "{ev}");
+    // The origin's counter and the edge processes' own agree.
+    let (origin, http) = (
+        field(t, "origin_segment_egress_bytes"),
+        field(t, "edges_http_bytes"),
+    );
+    assert!(close(origin, http, 0.03), "origin {origin} vs edges {http}");
+    // Each uplink stayed under its cap; the 300 kb/s one is the tc shaper's.
+    let ups = ev["uplinks"].as_array().unwrap();
+    assert_eq!(ups.len(), 5);
+    for u in ups {
+        let cap = u["uplink_kbps"].as_f64().unwrap();
+        let got = u["upload_kbps"].as_f64().unwrap();
+        assert!(
+            got <= cap * 1.1,
+            "uploaded {got} kb/s over a {cap} kb/s cap"
+        );
+    }
+    assert_eq!(field(ev, "hash_failures"), 0);
+    // Nothing left behind: the namespaces went with the run.
+    let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !list.lines().any(|l| l.starts_with("sc") && l.contains('-')),
+        "namespaces left: {list}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -117,6 +117,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ice_interval: Duration::from_millis(config.ice_interval_ms),
             ice_servers: Vec::new(),
             corrupt_uploads: config.corrupt_uploads,
+            high_water: link::high_water_for(config.upload_kbps),
         },
         runtime: Arc::new(link::BigBufRuntime::new(config.udp_buffer)),
         max_links: if config.no_swarm { 0 } else { config.max_peers },

@@ -52,8 +52,19 @@ pub const CHANNEL_LABEL: &str = "swarmcast";
 /// Its sub-protocol.
 pub const CHANNEL_PROTOCOL: &str = "swarmcast/1";
 
-/// Bytes in flight on a channel before uploads wait.
+/// Bytes in flight on a channel before uploads wait, at most.
 pub const HIGH_WATER: usize = 2 * 1024 * 1024;
+
+/// Bytes in flight on a channel for an uplink of `upload_kbps`: about
+/// 125 ms of it (64 KiB to [`HIGH_WATER`]). An upload counts as done when
+/// its last chunk enters the channel; with seconds of the uplink queued
+/// behind it, the next upload starts long before this one arrives, every
+/// transfer of a thin uplink turns slow, and bytes queued for a receiver
+/// that cancelled still go out (docs/benchmarks/live-event.md, shaped
+/// links).
+pub fn high_water_for(upload_kbps: u32) -> usize {
+    (upload_kbps as usize * 1000 / 8 / 8).clamp(64 * 1024, HIGH_WATER)
+}
 /// A link that has not opened its channel by then is given up.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -70,6 +81,9 @@ pub struct LinkConfig {
     pub ice_servers: Vec<IceServer>,
     /// Test aid: flip the first byte of every chunk uploaded.
     pub corrupt_uploads: bool,
+    /// Bytes in flight on the channel before uploads wait (see
+    /// [`high_water_for`]).
+    pub high_water: usize,
 }
 
 /// Driver → link.
@@ -385,11 +399,11 @@ async fn run(
     let setup = tokio::time::sleep(SETUP_TIMEOUT);
     tokio::pin!(setup);
     let result: &'static str = loop {
-        // Upload pacing: keep at most HIGH_WATER bytes in flight.
+        // Upload pacing: keep at most `high_water` bytes in flight.
         if open && !uploads.is_empty() {
             if let Some(ch) = &dc {
                 let mut out = ch.outstanding_bytes().await?;
-                while out < HIGH_WATER {
+                while out < cfg.high_water {
                     let Some(u) = uploads.front_mut() else { break };
                     let end = (u.next + swarmcast_proto::wire::MAX_CHUNK_DATA).min(u.to);
                     let mut data = u.data.slice(u.next..end);
@@ -440,7 +454,7 @@ async fn run(
                     // now (docs/notes/webrtc-0.21.md, "Setup time").
                     RTCPeerConnectionState::Connected => {
                         if let Some(ch) = &dc {
-                            ch.set_buffered_amount_low_threshold((HIGH_WATER / 2) as u32).await?;
+                            ch.set_buffered_amount_low_threshold((cfg.high_water / 2) as u32).await?;
                         }
                     }
                     RTCPeerConnectionState::Failed => break "connection failed",
@@ -458,7 +472,7 @@ async fn run(
                 Some(DataChannelEvent::OnOpen) => {
                     open = true;
                     if let Some(ch) = &dc {
-                        ch.set_buffered_amount_low_threshold((HIGH_WATER / 2) as u32).await?;
+                        ch.set_buffered_amount_low_threshold((cfg.high_water / 2) as u32).await?;
                     }
                     events.send(LinkEvent::Open(peer.clone(), started.elapsed())).await?;
                 }

@@ -9,6 +9,7 @@
 
 pub mod link;
 pub mod live;
+pub mod netns;
 pub mod sim;
 pub mod stat;
 pub mod tracker;

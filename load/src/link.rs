@@ -126,6 +126,8 @@ fn link_config(cfg: &LinkBench) -> LinkConfig {
         ice_interval: Duration::from_millis(cfg.ice_interval_ms),
         ice_servers: Vec::new(),
         corrupt_uploads: false,
+        // The bench measures the link itself: the most in flight.
+        high_water: swarmcast_edge::link::HIGH_WATER,
     }
 }
 

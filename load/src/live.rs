@@ -37,6 +37,10 @@ pub struct EventSpec {
     pub origin_args: Vec<String>,
     /// Extra flags of every edge peer (`--no-swarm` for the reference).
     pub edge_args: Vec<String>,
+    /// Edge peers as processes in network namespaces of their own, with
+    /// these uplinks (kb/s, cycled over the viewers; 0 = not shaped); in
+    /// this process on loopback when `None`.
+    pub netns_uplinks_kbps: Option<Vec<u32>>,
 }
 
 /// A running event.
@@ -56,6 +60,8 @@ pub struct Event {
     done: Vec<tokio::task::JoinHandle<()>>,
     viewers_stop: CancellationToken,
     viewers_done: Vec<tokio::task::JoinHandle<()>>,
+    /// The edge peers' namespaces and processes (`--netns`).
+    netns: Option<crate::netns::Netns>,
 }
 
 /// The stream every event publishes.
@@ -132,7 +138,44 @@ impl Event {
             done: vec![tracker.done, origin.done],
             viewers_stop: shutdown.child_token(),
             viewers_done: Vec::new(),
+            netns: None,
         };
+        if let Some(uplinks) = &spec.netns_uplinks_kbps {
+            let (tp, op) = (tracker.addr.port(), origin.addr.port());
+            let edge_bin = std::env::current_exe()
+                .ok()
+                .and_then(|p| Some(p.parent()?.join("swarmcast-edge")))
+                .filter(|p| p.exists())
+                .ok_or_else(|| {
+                    LoadError::Config(
+                        "--netns runs swarmcast-edge from beside this binary: build it".into(),
+                    )
+                })?;
+            let args = |i: usize, hub: std::net::Ipv4Addr| {
+                let mut v: Vec<String> = vec![
+                    "--tracker".into(),
+                    format!("ws://{hub}:{tp}/v1/ws"),
+                    "--origin".into(),
+                    format!("http://{hub}:{op}"),
+                    "--stream".into(),
+                    STREAM.into(),
+                    "--rendition".into(),
+                    rendition.clone(),
+                    "--token".into(),
+                    token.clone(),
+                ];
+                // The tracker plans with each viewer's uplink.
+                if let Some(k) = uplinks.get(i % uplinks.len().max(1)).filter(|k| **k > 0) {
+                    v.push(format!("--upload-kbps={k}"));
+                }
+                v.extend(spec.edge_args.iter().cloned());
+                v
+            };
+            let ns = crate::netns::Netns::start(spec.viewers, uplinks, &edge_bin, args)?;
+            event.edges = ns.edges.clone();
+            event.netns = Some(ns);
+            return Ok(event);
+        }
         for _ in 0..spec.viewers {
             let mut args = vec![
                 "swarmcast-edge".into(),
@@ -157,6 +200,41 @@ impl Event {
         Ok(event)
     }
 
+    /// The edge peers' `/metrics` when they are processes of their own
+    /// (empty when they run in this process: this process's registry has
+    /// them).
+    pub async fn edge_metrics(&self, client: &reqwest::Client) -> String {
+        match &self.netns {
+            Some(ns) => ns.metrics(client).await,
+            None => String::new(),
+        }
+    }
+
+    /// CPU seconds of this process and of the edge-peer processes.
+    pub fn cpu_secs(&self) -> f64 {
+        cpu_secs(std::process::id()).unwrap_or(0.0)
+            + self.netns.as_ref().map_or(0.0, |n| n.cpu_secs())
+    }
+
+    /// With `--netns`: each viewer's uplink cap (kb/s) and the bytes it has
+    /// uploaded so far (its `swarmcast_edge_uploaded_bytes_total`).
+    pub async fn uploads(&self, client: &reqwest::Client) -> Vec<(u32, f64)> {
+        let Some(ns) = &self.netns else {
+            return Vec::new();
+        };
+        let each = ns.metrics_each(client).await;
+        ns.uplinks()
+            .iter()
+            .zip(each.iter())
+            .map(|(&k, text)| {
+                (
+                    k,
+                    metric_sum(text, "swarmcast_edge_uploaded_bytes_total", &[]),
+                )
+            })
+            .collect()
+    }
+
     /// The tracker's JSON stats of the stream.
     pub fn stats_url(&self) -> String {
         format!("http://{}/v1/streams/{STREAM}/stats", self.tracker)
@@ -165,6 +243,13 @@ impl Event {
     /// Stops the edge peers (each sends the tracker its last report and
     /// leaves) and waits (at most 10 s) for them; tracker and origin go on.
     pub async fn stop_viewers(&mut self) {
+        if let Some(ns) = &mut self.netns {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap_or_default();
+            ns.stop_edges(&client, Duration::from_secs(10)).await;
+        }
         self.viewers_stop.cancel();
         let done = std::mem::take(&mut self.viewers_done);
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
@@ -178,6 +263,9 @@ impl Event {
     /// Stops every part and waits (at most 10 s) for them.
     pub async fn stop(mut self) {
         self.stop_viewers().await;
+        if let Some(mut ns) = self.netns.take() {
+            ns.stop();
+        }
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             for d in self.done {
@@ -212,6 +300,16 @@ pub struct LiveBench {
     /// Extra edge-peer flags (repeat).
     #[arg(long = "edge-arg", allow_hyphen_values = true)]
     pub edge_args: Vec<String>,
+    /// Run each edge peer as a process in a network namespace of its own,
+    /// linked to this one by a veth pair shaped with `tc tbf` (needs root,
+    /// `ip` and `tc`, and a namespace of its own for this process:
+    /// `unshare -n`).
+    #[arg(long)]
+    pub netns: bool,
+    /// With `--netns`: each viewer's uplink, kb/s, cycled over the viewers
+    /// (0 = not shaped); also the uplink each tells the tracker.
+    #[arg(long, value_delimiter = ',', default_value = "4000")]
+    pub uplink_kbps: Vec<u32>,
     /// Write the report here as JSON too.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -273,11 +371,24 @@ pub struct EventReport {
     pub link_setup_ms_p90: Option<f64>,
     /// Hash mismatches seen by viewers.
     pub hash_failures: u64,
-    /// CPU of this whole process (every part), cores.
+    /// CPU of every part (this process, and the edge-peer processes with
+    /// `--netns`), cores.
     pub cpu_cores: f64,
+    /// With `--netns`: each viewer's uplink cap and what it uploaded on
+    /// average over the measured span.
+    pub uplinks: Vec<ViewerUplink>,
     /// Byte totals of the whole event (warm-up included), each from its
     /// own source, read once every viewer has stopped.
     pub totals: Totals,
+}
+
+/// One viewer's uplink (`--netns`).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ViewerUplink {
+    /// Its cap (`tc tbf` rate), kb/s; 0 = not shaped.
+    pub uplink_kbps: u32,
+    /// What it uploaded, kb/s on average over the measured span.
+    pub upload_kbps: f64,
 }
 
 /// The whole event's bytes as each part counts them: the origin's and the
@@ -345,6 +456,14 @@ fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
         })
         .collect();
     out.sort_by(|a, b| a.0.total_cmp(&b.0));
+    // Several processes' texts one after the other: their buckets add up.
+    out.dedup_by(|b, a| {
+        let same = a.0 == b.0;
+        if same {
+            a.1 += b.1;
+        }
+        same
+    });
     out
 }
 
@@ -408,14 +527,22 @@ pub async fn run_event(
     if no_swarm {
         edge_args.push("--no-swarm".into());
     }
+    // With namespaces, the edge peers reach tracker and origin over their
+    // links (this namespace has only those and loopback).
+    let host = if cfg.netns {
+        [0, 0, 0, 0]
+    } else {
+        [127, 0, 0, 1]
+    };
     let spec = EventSpec {
         viewers: cfg.viewers,
         renditions: cfg.renditions.clone(),
-        tracker_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        origin_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        tracker_listen: SocketAddr::from((host, 0)),
+        origin_listen: SocketAddr::from((host, 0)),
         tracker_args: cfg.tracker_args.clone(),
         origin_args: Vec::new(),
         edge_args,
+        netns_uplinks_kbps: cfg.netns.then(|| cfg.uplink_kbps.clone()),
     };
     let mode = if no_swarm { "http" } else { "swarm" };
     let m_start = metrics.render();
@@ -442,9 +569,10 @@ pub async fn run_event(
         let t = started.elapsed();
         if before.is_none() && t >= warmup {
             before = Some((
-                metrics.render(),
-                cpu_secs(std::process::id()).unwrap_or(0.0),
+                metrics.render() + &event.edge_metrics(&client).await,
+                event.cpu_secs(),
                 Instant::now(),
+                event.uploads(&client).await,
             ));
         }
         if t >= total && cut_off == f64::MAX {
@@ -452,10 +580,11 @@ pub async fn run_event(
             // polls let the ones in flight finish spreading.
             cut_off = t.as_secs_f64();
             last = Some((
-                metrics.render(),
-                cpu_secs(std::process::id()).unwrap_or(0.0),
+                metrics.render() + &event.edge_metrics(&client).await,
+                event.cpu_secs(),
                 Instant::now(),
                 stats(&client, &url).await,
+                event.uploads(&client).await,
             ));
         }
         if let Some(s) = stats(&client, &url).await {
@@ -481,7 +610,7 @@ pub async fn run_event(
     event.stop_viewers().await;
     let totals = totals(&client, &event, &m_start).await;
     event.stop().await;
-    let (Some((m0, cpu0, t0)), Some((m1, cpu1, t1, final_stats))) = (before, last) else {
+    let (Some((m0, cpu0, t0, up0)), Some((m1, cpu1, t1, final_stats, up1))) = (before, last) else {
         return Err(LoadError::Run(
             "stopped before the measurement ended".into(),
         ));
@@ -509,6 +638,14 @@ pub async fn run_event(
     let setup0 = buckets(&m_start, "swarmcast_edge_link_setup_seconds");
     let setup1 = buckets(&m1, "swarmcast_edge_link_setup_seconds");
     let fs = final_stats.unwrap_or_default();
+    let uplinks = up0
+        .iter()
+        .zip(up1.iter())
+        .map(|(&(cap, b0), &(_, b1))| ViewerUplink {
+            uplink_kbps: cap,
+            upload_kbps: (b1 - b0).max(0.0) * 8.0 / 1000.0 / secs,
+        })
+        .collect();
     let seg_secs = counted.len() as f64 * 2.0;
     Ok(EventReport {
         mode: mode.into(),
@@ -543,6 +680,7 @@ pub async fn run_event(
             - metric_sum(&m_start, "swarmcast_edge_hash_failures_total", &[]))
             as u64,
         cpu_cores: (cpu1 - cpu0) / secs,
+        uplinks,
         totals,
     })
 }
@@ -562,6 +700,7 @@ async fn totals(client: &reqwest::Client, event: &Event, before: &str) -> Totals
             String::new()
         }
     };
+    let text = text + &event.edge_metrics(client).await;
     let diff = |name: &str, labels: &[(&str, &str)]| {
         (metric_sum(&text, name, labels) - metric_sum(before, name, labels)).max(0.0) as u64
     };
@@ -590,6 +729,14 @@ pub async fn run(cfg: LiveBench) -> Result<Report, LoadError> {
         return Err(LoadError::Config(
             "--viewers must be positive and --duration longer than --warmup + 4 s".into(),
         ));
+    }
+    if cfg.netns {
+        if cfg.viewers > 1000 {
+            return Err(LoadError::Config(
+                "--netns takes at most 1000 viewers".into(),
+            ));
+        }
+        crate::netns::Netns::check_isolated()?;
     }
     let shutdown = CancellationToken::new();
     let mut events = Vec::new();
@@ -639,5 +786,16 @@ mod tests {
         let q = quantile(&[], &b, 0.5).unwrap();
         assert!((q - 0.15).abs() < 1e-9, "{q}");
         assert_eq!(quantile(&b, &b, 0.5), None);
+    }
+
+    #[test]
+    fn buckets_of_several_processes_add_up() {
+        let two = format!("{TEXT}\n{TEXT}");
+        let b = buckets(&two, "x");
+        assert_eq!(
+            b,
+            vec![(0.1, 2.0), (0.2, 6.0), (0.5, 8.0), (f64::INFINITY, 8.0)]
+        );
+        assert_eq!(metric_sum(&two, "y_total", &[("kind", "segment")]), 20.0);
     }
 }
