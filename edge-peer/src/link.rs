@@ -423,6 +423,10 @@ async fn run(
                     frame.encode_into(&mut buf)?;
                     out += buf.len();
                     ch.send(buf).await?;
+                    // What left for the wire (a `Serve` cancelled midway
+                    // sends less than it was given).
+                    metrics::counter!("swarmcast_edge_sent_bytes_total")
+                        .increment((end - u.next) as u64);
                     u.next = end;
                     if u.next >= u.to {
                         if let Some(done) = uploads.pop_front() {

@@ -216,8 +216,9 @@ impl Event {
             + self.netns.as_ref().map_or(0.0, |n| n.cpu_secs())
     }
 
-    /// With `--netns`: each viewer's uplink cap (kb/s) and the bytes it has
-    /// uploaded so far (its `swarmcast_edge_uploaded_bytes_total`).
+    /// With `--netns`: each viewer's uplink cap (kb/s) and the chunk bytes
+    /// it has written to its data channels so far
+    /// (`swarmcast_edge_sent_bytes_total`).
     pub async fn uploads(&self, client: &reqwest::Client) -> Vec<(u32, f64)> {
         let Some(ns) = &self.netns else {
             return Vec::new();
@@ -226,12 +227,7 @@ impl Event {
         ns.uplinks()
             .iter()
             .zip(each.iter())
-            .map(|(&k, text)| {
-                (
-                    k,
-                    metric_sum(text, "swarmcast_edge_uploaded_bytes_total", &[]),
-                )
-            })
+            .map(|(&k, text)| (k, metric_sum(text, "swarmcast_edge_sent_bytes_total", &[])))
             .collect()
     }
 
@@ -387,7 +383,9 @@ pub struct EventReport {
 pub struct ViewerUplink {
     /// Its cap (`tc tbf` rate), kb/s; 0 = not shaped.
     pub uplink_kbps: u32,
-    /// What it uploaded, kb/s on average over the measured span.
+    /// Chunk bytes it wrote to its data channels, kb/s on average over the
+    /// measured span (bytes given to it and cancelled before they went
+    /// out are not in it).
     pub upload_kbps: f64,
 }
 
@@ -402,8 +400,12 @@ pub struct Totals {
     pub edges_http_bytes: u64,
     /// Chunk bytes the edge peers received from peers (`swarmcast_edge_bytes_total{source="p2p"}`).
     pub edges_p2p_bytes: u64,
-    /// Bytes the edge peers gave their links to send (`swarmcast_edge_uploaded_bytes_total`).
+    /// Bytes the edge peers gave their links to send (`swarmcast_edge_uploaded_bytes_total`;
+    /// a link stopped midway sends less).
     pub edges_uploaded_bytes: u64,
+    /// Chunk bytes the edge peers' links wrote to their data channels
+    /// (`swarmcast_edge_sent_bytes_total`).
+    pub edges_sent_bytes: u64,
     /// Segment bytes viewers got over HTTP, by their reports (tracker).
     pub tracker_http_bytes: u64,
     /// Segment bytes viewers got from peers, by their reports (tracker).
@@ -713,6 +715,7 @@ async fn totals(client: &reqwest::Client, event: &Event, before: &str) -> Totals
         edges_http_bytes: diff("swarmcast_edge_bytes_total", &[("source", "http")]),
         edges_p2p_bytes: diff("swarmcast_edge_bytes_total", &[("source", "p2p")]),
         edges_uploaded_bytes: diff("swarmcast_edge_uploaded_bytes_total", &[]),
+        edges_sent_bytes: diff("swarmcast_edge_sent_bytes_total", &[]),
         tracker_http_bytes: s.http_bytes,
         tracker_p2p_bytes: s.p2p_bytes,
         tracker_uploaded_bytes: s.uploaded_bytes,
