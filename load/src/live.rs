@@ -741,7 +741,10 @@ pub async fn run(cfg: LiveBench) -> Result<Report, LoadError> {
         }
         crate::netns::Netns::check_isolated()?;
     }
+    // SIGINT/SIGTERM end the event the normal way: edge peers (processes
+    // in their namespaces, with `--netns`) stopped, namespaces removed.
     let shutdown = CancellationToken::new();
+    swarmcast_svc::cancel_on_signals(shutdown.clone());
     let mut events = Vec::new();
     if cfg.mode != Mode::Http {
         events.push(run_event(&cfg, false, &shutdown).await?);
