@@ -26,29 +26,10 @@ fn close(a: u64, b: u64, tol: f64) -> bool {
 /// a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-#[test]
-fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("swarmcast-load-live-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("report.json");
-    let out = Command::new(bin("swarmcast-load"))
-        .args([
-            "live",
-            "--viewers",
-            "6",
-            "--duration",
-            "60",
-            "--warmup",
-            "10",
-            "--renditions",
-            "360p",
-            "--mode",
-            "swarm",
-            "--tracker-arg=--min-first-fetchers=1",
-            "--json",
-        ])
-        .arg(&json)
+/// Runs `cmd` (a `swarmcast-load live` run told to write its JSON to
+/// `json`) and returns the report's one event.
+fn run_live(mut cmd: Command, json: &std::path::Path) -> Value {
+    let out = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
@@ -58,10 +39,37 @@ fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
         "swarmcast-load live failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let ev = &report["events"][0];
+    let mut report: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+    let ev = report["events"][0].take();
+    eprintln!("{}", serde_json::to_string_pretty(&ev).unwrap());
+    ev
+}
+
+#[test]
+fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("swarmcast-load-live-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let mut cmd = Command::new(bin("swarmcast-load"));
+    cmd.args([
+        "live",
+        "--viewers",
+        "6",
+        "--duration",
+        "60",
+        "--warmup",
+        "10",
+        "--renditions",
+        "360p",
+        "--mode",
+        "swarm",
+        "--tracker-arg=--min-first-fetchers=1",
+        "--json",
+    ])
+    .arg(&json);
+    let ev = &run_live(cmd, &json);
     let t = &ev["totals"];
-    eprintln!("{}", serde_json::to_string_pretty(ev).unwrap());
     let origin = field(t, "origin_segment_egress_bytes");
     let edges_http = field(t, "edges_http_bytes");
     let edges_p2p = field(t, "edges_p2p_bytes");
@@ -127,20 +135,8 @@ fn edge_peers_in_namespaces_of_their_own_relay_over_shaped_links() {
     if !root {
         cmd.arg("unshare");
     }
-    let out = cmd
-        .args(["-n", "--", "sh", "-c", &script])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("unshare runs");
-    assert!(
-        out.status.success(),
-        "swarmcast-load live --netns failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
-    let ev = &report["events"][0];
-    eprintln!("{}", serde_json::to_string_pretty(ev).unwrap());
+    cmd.args(["-n", "--", "sh", "-c", &script]);
+    let ev = &run_live(cmd, &json);
     let t = &ev["totals"];
     // Segments crossed the links between the namespaces, peer to peer.
     let offload = ev["offload"].as_f64().unwrap();
@@ -148,12 +144,25 @@ fn edge_peers_in_namespaces_of_their_own_relay_over_shaped_links() {
     assert!(field(t, "edges_p2p_bytes") > 1_000_000, "{t}");
     // Every viewer opened data channels (each end counts one).
     assert!(field(ev, "links_opened") >= 5, "{ev}");
-    // The origin's counter and the edge processes' own agree.
+    // The origin's counter, the edge processes' own (written as each
+    // exits) and their reports to the tracker agree.
     let (origin, http) = (
         field(t, "origin_segment_egress_bytes"),
         field(t, "edges_http_bytes"),
     );
-    assert!(close(origin, http, 0.03), "origin {origin} vs edges {http}");
+    assert!(close(origin, http, 0.02), "origin {origin} vs edges {http}");
+    assert_eq!(
+        field(t, "tracker_uploaded_bytes"),
+        field(t, "edges_uploaded_bytes"),
+        "uploads as reported vs counted"
+    );
+    let (tr_http, tr_p2p) = (
+        field(t, "tracker_http_bytes"),
+        field(t, "tracker_p2p_bytes"),
+    );
+    assert!(tr_http <= http && close(tr_http, http, 0.05), "{t}");
+    let p2p = field(t, "edges_p2p_bytes");
+    assert!(tr_p2p <= p2p && p2p <= field(t, "edges_sent_bytes"), "{t}");
     // What each uplink wrote stayed under its cap; the 300 kb/s one is the
     // tc shaper's doing.
     let ups = ev["uplinks"].as_array().unwrap();

@@ -107,6 +107,12 @@ pub struct Config {
     /// default).
     #[arg(long, env = "SWARMCAST_NO_CUT_THROUGH")]
     pub no_cut_through: bool,
+
+    /// On exit, after the last report to the tracker, write this process's
+    /// Prometheus metrics here (what a load test reads once the peer is
+    /// gone).
+    #[arg(long, env = "SWARMCAST_FINAL_METRICS", value_name = "FILE")]
+    pub final_metrics: Option<PathBuf>,
 }
 
 impl Config {

@@ -135,6 +135,8 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         span,
     ));
     let router = local::router(local);
+    let final_metrics = config.final_metrics.clone();
+    let metrics = swarmcast_svc::metrics_handle();
     let done = tokio::spawn(async move {
         swarmcast_svc::serve(
             listener,
@@ -148,6 +150,11 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         shutdown.cancel();
         let _ = drive.await;
         client_stop.cancel();
+        if let Some(path) = final_metrics {
+            if let Err(e) = std::fs::write(&path, metrics.render()) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot write the final metrics");
+            }
+        }
     });
     Ok(Running { addr, done })
 }

@@ -71,6 +71,24 @@ fn parse<C: clap::Parser>(args: Vec<String>) -> Result<C, LoadError> {
     C::try_parse_from(args).map_err(|e| LoadError::Config(e.to_string()))
 }
 
+/// The flags that join an edge peer to the event's stream.
+fn edge_flags(tracker_ws: &str, origin: &str, rendition: &str, token: &str) -> Vec<String> {
+    [
+        "--tracker",
+        tracker_ws,
+        "--origin",
+        origin,
+        "--stream",
+        STREAM,
+        "--rendition",
+        rendition,
+        "--token",
+        token,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 impl Event {
     /// Starts the tracker, the origin with its test source, then the edge
     /// peers; returns once every part listens.
@@ -152,18 +170,12 @@ impl Event {
                     )
                 })?;
             let args = |i: usize, hub: std::net::Ipv4Addr| {
-                let mut v: Vec<String> = vec![
-                    "--tracker".into(),
-                    format!("ws://{hub}:{tp}/v1/ws"),
-                    "--origin".into(),
-                    format!("http://{hub}:{op}"),
-                    "--stream".into(),
-                    STREAM.into(),
-                    "--rendition".into(),
-                    rendition.clone(),
-                    "--token".into(),
-                    token.clone(),
-                ];
+                let mut v = edge_flags(
+                    &format!("ws://{hub}:{tp}/v1/ws"),
+                    &format!("http://{hub}:{op}"),
+                    &rendition,
+                    &token,
+                );
                 // The tracker plans with each viewer's uplink.
                 if let Some(k) = uplinks.get(i % uplinks.len().max(1)).filter(|k| **k > 0) {
                     v.push(format!("--upload-kbps={k}"));
@@ -177,19 +189,13 @@ impl Event {
             return Ok(event);
         }
         for _ in 0..spec.viewers {
-            let mut args = vec![
-                "swarmcast-edge".into(),
-                "--tracker".into(),
-                ws.clone(),
-                "--origin".into(),
-                format!("http://{}", origin.addr),
-                "--stream".into(),
-                STREAM.into(),
-                "--rendition".into(),
-                rendition.clone(),
-                "--token".into(),
-                token.clone(),
-            ];
+            let mut args = vec!["swarmcast-edge".to_string()];
+            args.extend(edge_flags(
+                &ws,
+                &format!("http://{}", origin.addr),
+                &rendition,
+                &token,
+            ));
             args.extend(spec.edge_args.iter().cloned());
             let edge = swarmcast_edge::start(parse(args)?, event.viewers_stop.clone())
                 .await
@@ -240,8 +246,9 @@ impl Event {
     /// leaves) and waits (at most 10 s) for them; tracker and origin go on.
     pub async fn stop_viewers(&mut self) {
         if let Some(ns) = &mut self.netns {
+            // Their last counters are read before they stop: take the time.
             let client = reqwest::Client::builder()
-                .timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(5))
                 .build()
                 .unwrap_or_default();
             ns.stop_edges(&client, Duration::from_secs(10)).await;

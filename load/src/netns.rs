@@ -32,6 +32,8 @@ pub struct Netns {
     /// The edge peers' metrics read just before they were stopped.
     last_metrics: Option<Vec<String>>,
     uplinks: Vec<u32>,
+    /// Where each edge peer writes its metrics as it exits.
+    final_dir: PathBuf,
 }
 
 fn run(cmd: &mut Command) -> Result<(), LoadError> {
@@ -117,7 +119,10 @@ impl Netns {
             edges: Vec::new(),
             last_metrics: None,
             uplinks: Vec::new(),
+            final_dir: std::env::temp_dir().join(format!("swarmcast-netns-{}", std::process::id())),
         };
+        std::fs::create_dir_all(&me.final_dir)
+            .map_err(|e| LoadError::Run(format!("{}: {e}", me.final_dir.display())))?;
         for i in 0..viewers {
             let ns = format!("{}-{i}", me.tag);
             ip(&["netns", "add", &ns])?;
@@ -167,6 +172,8 @@ impl Netns {
                 .args(["netns", "exec", &ns])
                 .arg(edge_bin)
                 .args(args(i, h))
+                .arg("--final-metrics")
+                .arg(me.final_dir.join(format!("edge-{i}.prom")))
                 .args([
                     "--listen",
                     &format!("{e}:{EDGE_PORT}"),
@@ -192,13 +199,24 @@ impl Netns {
         }
         let mut all = Vec::new();
         for e in &self.edges {
-            let text = match client.get(format!("http://{e}/metrics")).send().await {
-                Ok(r) => r.text().await.unwrap_or_default(),
-                Err(err) => {
-                    tracing::warn!(edge = %e, error = %err, "edge metrics unavailable");
-                    String::new()
+            // A busy machine may be slow to answer: three tries.
+            let mut text = String::new();
+            for attempt in 1..=3 {
+                match client.get(format!("http://{e}/metrics")).send().await {
+                    Ok(r) => match r.text().await {
+                        Ok(t) => {
+                            text = t;
+                            break;
+                        }
+                        Err(err) => {
+                            tracing::warn!(edge = %e, attempt, error = %err, "edge metrics cut short")
+                        }
+                    },
+                    Err(err) => {
+                        tracing::warn!(edge = %e, attempt, error = %err, "edge metrics unavailable")
+                    }
                 }
-            };
+            }
             all.push(text);
         }
         all
@@ -246,12 +264,16 @@ impl Netns {
         true
     }
 
-    /// Stops the edge peers (SIGTERM: each sends its last report; SIGKILL
-    /// after `grace`).
+    /// Stops the edge peers (SIGTERM: each sends its last report and
+    /// writes its final metrics; SIGKILL after `grace`). Their counters are
+    /// from then on the final ones (or, for one that did not write them,
+    /// what it said just before).
     pub async fn stop_edges(&mut self, client: &reqwest::Client, grace: Duration) {
-        if self.last_metrics.is_none() && !self.children.is_empty() {
-            self.last_metrics = Some(self.metrics_each(client).await);
+        if self.last_metrics.is_some() || self.children.is_empty() {
+            self.kill();
+            return;
         }
+        let before = self.metrics_each(client).await;
         for c in &self.children {
             let _ = Command::new("kill")
                 .args(["-TERM", &c.id().to_string()])
@@ -264,6 +286,18 @@ impl Netns {
             }
         }
         self.kill();
+        let last = before
+            .into_iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let path = self.final_dir.join(format!("edge-{i}.prom"));
+                std::fs::read_to_string(&path).unwrap_or_else(|e| {
+                    tracing::warn!(path = %path.display(), error = %e, "no final metrics: the last ones read stand");
+                    text
+                })
+            })
+            .collect();
+        self.last_metrics = Some(last);
     }
 
     fn kill(&mut self) {
@@ -281,6 +315,7 @@ impl Netns {
         for ns in self.namespaces.drain(..) {
             let _ = ip(&["netns", "del", &ns]);
         }
+        let _ = std::fs::remove_dir_all(&self.final_dir);
     }
 }
 
