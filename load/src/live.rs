@@ -71,6 +71,9 @@ fn parse<C: clap::Parser>(args: Vec<String>) -> Result<C, LoadError> {
     C::try_parse_from(args).map_err(|e| LoadError::Config(e.to_string()))
 }
 
+/// The uplink in-process edge peers tell the tracker and pace on, kb/s.
+pub const LOOPBACK_UPLINK_KBPS: u32 = 200_000;
+
 /// The flags that join an edge peer to the event's stream.
 fn edge_flags(tracker_ws: &str, origin: &str, rendition: &str, token: &str) -> Vec<String> {
     [
@@ -196,6 +199,16 @@ impl Event {
                 &rendition,
                 &token,
             ));
+            // On loopback the uplink is not the limit (docs/benchmarks/link.md:
+            // 1.4 Gb/s a link): said so, uploads are not paced on the
+            // edge's default 10 Mb/s guess (one upload at a time).
+            if !spec
+                .edge_args
+                .iter()
+                .any(|a| a.starts_with("--upload-kbps"))
+            {
+                args.push(format!("--upload-kbps={LOOPBACK_UPLINK_KBPS}"));
+            }
             args.extend(spec.edge_args.iter().cloned());
             let edge = swarmcast_edge::start(parse(args)?, event.viewers_stop.clone())
                 .await
