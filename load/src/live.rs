@@ -726,7 +726,16 @@ async fn totals(client: &reqwest::Client, event: &Event, before: &str) -> Totals
     let diff = |name: &str, labels: &[(&str, &str)]| {
         (metric_sum(&text, name, labels) - metric_sum(before, name, labels)).max(0.0) as u64
     };
-    let s = stats(client, &event.stats_url()).await.unwrap_or_default();
+    // The viewers have stopped; once the tracker has ended every session it
+    // has read every last report (a busy tracker may lag behind a close).
+    let until = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = stats(client, &event.stats_url()).await.unwrap_or_default();
+        if s.viewers == 0 || Instant::now() > until {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     Totals {
         origin_segment_egress_bytes: diff(
             "swarmcast_origin_egress_bytes_total",
