@@ -172,7 +172,7 @@ impl Event {
                         "--netns runs swarmcast-edge from beside this binary: build it".into(),
                     )
                 })?;
-            let args = |i: usize, hub: std::net::Ipv4Addr| {
+            let args = |hub: std::net::Ipv4Addr, kbps: u32| {
                 let mut v = edge_flags(
                     &format!("ws://{hub}:{tp}/v1/ws"),
                     &format!("http://{hub}:{op}"),
@@ -180,8 +180,8 @@ impl Event {
                     &token,
                 );
                 // The tracker plans with each viewer's uplink.
-                if let Some(k) = uplinks.get(i % uplinks.len().max(1)).filter(|k| **k > 0) {
-                    v.push(format!("--upload-kbps={k}"));
+                if kbps > 0 {
+                    v.push(format!("--upload-kbps={kbps}"));
                 }
                 v.extend(spec.edge_args.iter().cloned());
                 v

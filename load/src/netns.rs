@@ -101,13 +101,13 @@ impl Netns {
     }
 
     /// Makes one namespace per viewer, links and shapes it, and starts
-    /// `edge_bin` in each with `args(i, hub address)`. `uplinks_kbps` is
+    /// `edge_bin` in each with `args(hub address, its uplink)`. `uplinks_kbps` is
     /// cycled over the viewers (0: not shaped).
     pub fn start(
         viewers: usize,
         uplinks_kbps: &[u32],
         edge_bin: &PathBuf,
-        args: impl Fn(usize, Ipv4Addr) -> Vec<String>,
+        args: impl Fn(Ipv4Addr, u32) -> Vec<String>,
     ) -> Result<Self, LoadError> {
         Self::check_isolated()?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
@@ -143,9 +143,12 @@ impl Netns {
             inside(&["addr", "add", &format!("{e}/30"), "dev", "eth0"])?;
             inside(&["link", "set", "eth0", "up"])?;
             inside(&["route", "add", "default", "via", &h.to_string()])?;
-            let kbps = uplinks_kbps.get(i % uplinks_kbps.len().max(1)).copied();
-            me.uplinks.push(kbps.unwrap_or(0));
-            if let Some(kbps) = kbps.filter(|k| *k > 0) {
+            let kbps = uplinks_kbps
+                .get(i % uplinks_kbps.len().max(1))
+                .copied()
+                .unwrap_or(0);
+            me.uplinks.push(kbps);
+            if kbps > 0 {
                 // A token bucket the size of ~20 ms at the rate (at least
                 // two full frames), queueing up to 200 ms.
                 let burst = (kbps as usize * 1000 / 8 / 50).max(3200);
@@ -171,7 +174,7 @@ impl Netns {
             let child = Command::new("ip")
                 .args(["netns", "exec", &ns])
                 .arg(edge_bin)
-                .args(args(i, h))
+                .args(args(h, kbps))
                 .arg("--final-metrics")
                 .arg(me.final_dir.join(format!("edge-{i}.prom")))
                 .args([
@@ -239,29 +242,6 @@ impl Netns {
             .iter()
             .filter_map(|c| crate::stat::cpu_secs(c.id()))
             .sum()
-    }
-
-    /// Waits (at most `within`) until every edge peer answers on its
-    /// endpoint.
-    pub async fn wait_ready(&self, client: &reqwest::Client, within: Duration) -> bool {
-        let until = Instant::now() + within;
-        for e in &self.edges {
-            loop {
-                if client
-                    .get(format!("http://{e}/healthz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    break;
-                }
-                if Instant::now() > until {
-                    return false;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        true
     }
 
     /// Stops the edge peers (SIGTERM: each sends its last report and
