@@ -136,6 +136,11 @@ impl Driver {
                             let _ = h.tx.try_send(LinkCmd::Remote(signal));
                         }
                     }
+                    Some(Event::Message(ServerMsg::Stripes { rendition, sources, children })) => {
+                        if !self.http_only {
+                            self.core.handle_stripes(now_ms(), rendition, sources, children);
+                        }
+                    }
                     Some(Event::Message(ServerMsg::PeerLeft { peer_id })) => {
                         if let Some(h) = links.get(&peer_id) {
                             h.stop.cancel();

@@ -85,9 +85,17 @@ export type ServerMsg =
   | { type: "signal"; from: string; signal: Signal }
   | { type: "segment"; meta: SegmentMeta }
   | { type: "fetch"; meta: SegmentMeta }
+  | { type: "stripes"; rendition: string; sources: StripeSource[]; children: string[] }
   | { type: "error"; code: string; message: string }
   | { type: "ping"; nonce: number }
   | { type: "pong"; nonce: number };
+
+/** Where one stripe of each new segment comes from (native peers' plan; the
+ * browser core decodes it and fetches as before). */
+export type StripeSource = { from: "origin" } | { from: "swarm" } | { from: "peer"; peer_id: string };
+
+/** Most stripes in a plan. */
+export const MAX_STRIPES = 16;
 
 /** A message that is not valid; `code` is the tracker's error code. */
 export class MessageError extends Error {
@@ -279,6 +287,23 @@ export function decodeServer(text: string): ServerMsg {
     case "segment":
     case "fetch":
       return { type: o.type, meta: parseMeta(o.meta) };
+    case "stripes": {
+      const sources = list(o, "sources", MAX_STRIPES).map((v): StripeSource => {
+        const so = obj(v, "stripe source");
+        switch (so.from) {
+          case "origin":
+          case "swarm":
+            return { from: so.from };
+          case "peer":
+            return { from: "peer", peer_id: id(so, "peer_id") };
+          default:
+            return bad("unknown stripe source");
+        }
+      });
+      if (sources.length === 0) bad("stripes has no source");
+      const children = (o.children === undefined ? [] : list(o, "children")).map((c) => id({ c }, "c"));
+      return { type: "stripes", rendition: id(o, "rendition", 16), sources, children };
+    }
     case "error": {
       const code = str(o, "code", 64);
       if (!ERROR_CODES.includes(code)) bad("unknown error code");

@@ -356,6 +356,24 @@ pub enum ServerMsg {
         /// The record.
         meta: SegmentMeta,
     },
+    /// Dissemination plan by stripes: from the next segment of `rendition`
+    /// on, each segment is cut into `sources.len()` stripes of whole blocks
+    /// (stripe `k` is blocks `k·B/S .. (k+1)·B/S` of a segment of `B`
+    /// blocks) and stripe `k` comes from `sources[k]`: fetched over HTTP at
+    /// once, asked of one neighbour as soon as the segment is announced (it
+    /// streams the stripe as its own copy arrives), or left to the swarm.
+    /// Stands until the next `stripes` message.
+    Stripes {
+        /// Rendition.
+        rendition: RenditionId,
+        /// Where each stripe comes from.
+        sources: Vec<StripeSource>,
+        /// The neighbours whose plan names this peer as a source: their
+        /// requests are served as the bytes arrive, outside the upload
+        /// slots that other requests share.
+        #[serde(default)]
+        children: Vec<PeerId>,
+    },
     /// Something went wrong; `code` is for programs, `message` for people.
     Error {
         /// Machine-readable code.
@@ -374,6 +392,25 @@ pub enum ServerMsg {
         nonce: u64,
     },
 }
+
+/// Where one stripe of each new segment comes from (see
+/// [`ServerMsg::Stripes`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum StripeSource {
+    /// Fetch it over HTTP as soon as the segment is announced.
+    Origin,
+    /// Ask this neighbour for it as soon as the segment is announced.
+    Peer {
+        /// The neighbour.
+        peer_id: PeerId,
+    },
+    /// No plan: fetch it as any segment (from holders, HTTP at the last moment).
+    Swarm,
+}
+
+/// Most stripes in a plan.
+pub const MAX_STRIPES: usize = 16;
 
 #[derive(Serialize)]
 struct Envelope<'a, T> {
@@ -543,6 +580,15 @@ impl ServerMsg {
                     }
                 }
                 Ok(())
+            }
+            ServerMsg::Stripes {
+                sources, children, ..
+            } => {
+                if sources.is_empty() {
+                    return Err(MessageError::Malformed("stripes has no source".into()));
+                }
+                check_len("stripes", sources.len(), MAX_STRIPES)?;
+                check_len("children", children.len(), MAX_LIST)
             }
             ServerMsg::PeerLeft { .. }
             | ServerMsg::Segment { .. }

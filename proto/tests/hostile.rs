@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use proptest::prelude::*;
 use swarmcast_proto::tracker::{
-    ClientKind, ClientMsg, ErrorCode, Hello, IceServer, MAX_LIST, MAX_MESSAGE, MAX_SDP, PeerConfig,
-    PeerInfo, SegmentRef, ServerMsg, Signal, StatsReport,
+    ClientKind, ClientMsg, ErrorCode, Hello, IceServer, MAX_LIST, MAX_MESSAGE, MAX_SDP,
+    MAX_STRIPES, PeerConfig, PeerInfo, SegmentRef, ServerMsg, Signal, StatsReport, StripeSource,
 };
 use swarmcast_proto::wire::{
     Frame, MAX_BITMAP, MAX_CHUNK_DATA, MAX_FRAME, MAX_SEGMENT_SIZE, RejectReason,
@@ -236,6 +236,14 @@ fn error_code() -> impl Strategy<Value = ErrorCode> {
     ])
 }
 
+fn stripe_source() -> impl Strategy<Value = StripeSource> {
+    prop_oneof![
+        Just(StripeSource::Origin),
+        Just(StripeSource::Swarm),
+        peer().prop_map(|peer_id| StripeSource::Peer { peer_id }),
+    ]
+}
+
 fn server_msg() -> impl Strategy<Value = ServerMsg> {
     let ice = (
         proptest::collection::vec("[ -~]{0,64}", 0..4),
@@ -280,6 +288,16 @@ fn server_msg() -> impl Strategy<Value = ServerMsg> {
         (peer(), signal()).prop_map(|(from, signal)| ServerMsg::Signal { from, signal }),
         meta().prop_map(|meta| ServerMsg::Segment { meta }),
         meta().prop_map(|meta| ServerMsg::Fetch { meta }),
+        (
+            rendition(),
+            proptest::collection::vec(stripe_source(), 1..=MAX_STRIPES),
+            proptest::collection::vec(peer(), 0..8),
+        )
+            .prop_map(|(rendition, sources, children)| ServerMsg::Stripes {
+                rendition,
+                sources,
+                children,
+            }),
         (error_code(), ".{0,300}").prop_map(|(code, message)| ServerMsg::error(code, message)),
         any::<u64>().prop_map(|nonce| ServerMsg::Ping { nonce }),
         any::<u64>().prop_map(|nonce| ServerMsg::Pong { nonce }),

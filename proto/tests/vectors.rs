@@ -317,6 +317,7 @@ fn tracker() {
         "peer_left",
         "segment",
         "fetch",
+        "stripes",
         "ping",
         "pong",
     ] {

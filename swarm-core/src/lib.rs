@@ -51,6 +51,7 @@ use bytes::{Bytes, BytesMut};
 use rand::SeedableRng as _;
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom as _;
+use swarmcast_proto::tracker::StripeSource;
 use swarmcast_proto::wire::{Frame, RejectReason};
 use swarmcast_proto::{PeerId, RenditionId, SegmentMeta, Seq, Sha256Digest};
 
@@ -288,6 +289,10 @@ struct PeerJob {
     end: u64,
     started: Millis,
     first_byte: Option<Millis>,
+    /// A stripe asked of the neighbour the tracker's plan names, at once:
+    /// its bytes come as the neighbour's own copy arrives, so there is no
+    /// first-byte timer; it is given up when HTTP must take over.
+    planned: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -426,6 +431,18 @@ impl Assembly {
         (at < size).then_some((at, size))
     }
 
+    /// Every byte of `[a, b)` is in or being fetched.
+    fn coming(&self, a: u64, b: u64) -> bool {
+        let mut taken = self.got.clone();
+        for j in &self.jobs {
+            taken.insert(j.next, j.end);
+        }
+        if let Some(h) = &self.http {
+            taken.insert(h.next, h.end);
+        }
+        taken.covers(a, b)
+    }
+
     /// Bytes still missing.
     fn missing_bytes(&self, size: u64) -> u64 {
         size.saturating_sub(self.got.total())
@@ -490,6 +507,8 @@ struct Stream {
     peer: PeerId,
     next: u64,
     end: u64,
+    /// Asked for before any of its bytes were here (a plan's stripe).
+    early: bool,
 }
 
 #[derive(Debug)]
@@ -543,7 +562,33 @@ pub struct Core {
     stats: Stats,
     /// The latest `now` seen.
     now: Millis,
+    /// The tracker's stripe plan per rendition.
+    stripes: BTreeMap<RenditionId, Vec<StripeSource>>,
+    /// Neighbours the plan gives this node's stripes to, per rendition.
+    children: BTreeMap<RenditionId, BTreeSet<PeerId>>,
+    /// Requests for segments not yet announced to us by the tracker (a
+    /// neighbour's plan can reach it first): served once announced.
+    held: VecDeque<HeldRequest>,
 }
+
+/// A request for a segment this node does not know yet.
+#[derive(Debug, Clone)]
+struct HeldRequest {
+    peer: PeerId,
+    rendition: RenditionId,
+    seq: Seq,
+    offset: u32,
+    length: u32,
+    at: Millis,
+}
+
+/// How long a request for a segment not yet known is held.
+const HOLD_MS: Millis = 2000;
+/// Requests held at once.
+const MAX_HELD: usize = 64;
+/// Streams of bytes still on their way at once (beyond the upload slots:
+/// the plan's stripes; the tracker plans them within the uplink).
+const MAX_EARLY_STREAMS: usize = 16;
 
 /// How long a neighbour that answered `busy` is not asked again.
 const BUSY_BACKOFF_MS: Millis = 500;
@@ -571,6 +616,9 @@ impl Core {
             actions: VecDeque::new(),
             stats: Stats::default(),
             now: 0,
+            stripes: BTreeMap::new(),
+            children: BTreeMap::new(),
+            held: VecDeque::new(),
             cfg,
         }
     }
@@ -650,7 +698,93 @@ impl Core {
             },
         );
         self.evict(r);
+        self.start_stripes(now, r, seq);
+        self.serve_held(now, r, seq);
         self.schedule(now);
+    }
+
+    /// The tracker's stripe plan for rendition `r` (see
+    /// [`swarmcast_proto::tracker::ServerMsg::Stripes`]); it applies to
+    /// segments announced from now on.
+    pub fn handle_stripes(
+        &mut self,
+        now: Millis,
+        r: RenditionId,
+        sources: Vec<StripeSource>,
+        children: Vec<PeerId>,
+    ) {
+        self.now = self.now.max(now);
+        if sources.is_empty() || sources.len() > swarmcast_proto::tracker::MAX_STRIPES {
+            self.stripes.remove(&r);
+            self.children.remove(&r);
+        } else {
+            self.stripes.insert(r, sources);
+            self.children.insert(r, children.into_iter().collect());
+        }
+    }
+
+    /// Starts the planned sources of a segment just announced: HTTP for the
+    /// stripes the plan gives the origin, a request to the named neighbour
+    /// for the others (it streams the stripe as its own copy arrives).
+    fn start_stripes(&mut self, now: Millis, r: RenditionId, seq: Seq) {
+        let Some(sources) = self.stripes.get(&r).cloned() else {
+            return;
+        };
+        let Some(seg) = self.segs.get(&r).and_then(|m| m.get(&seq)) else {
+            return;
+        };
+        let meta = seg.meta.clone();
+        let Some(blocks) = meta.block_hashes().filter(|_| self.cfg.cut_through) else {
+            return;
+        };
+        let n = sources.len() as u64;
+        let bs = u64::from(blocks.size);
+        let count = meta.size.div_ceil(bs);
+        let range = |k: u64| {
+            let (a, b) = (k * count / n, (k + 1) * count / n);
+            (a * bs, (b * bs).min(meta.size))
+        };
+        // One HTTP fetch per segment: the first run of origin stripes.
+        let mut http: Option<(u64, u64)> = None;
+        for (k, src) in sources.iter().enumerate() {
+            let (a, b) = range(k as u64);
+            if a >= b {
+                continue;
+            }
+            match src {
+                StripeSource::Origin => match &mut http {
+                    None => http = Some((a, b)),
+                    Some((_, e)) if *e == a => *e = b,
+                    Some(_) => {}
+                },
+                StripeSource::Peer { peer_id } => {
+                    if self.peers.contains_key(peer_id) {
+                        self.start_peer(now, r, seq, peer_id.clone(), a, b, true);
+                    }
+                }
+                StripeSource::Swarm => {}
+            }
+        }
+        if let Some((a, b)) = http {
+            self.start_http(now, r, seq, a, b);
+        }
+    }
+
+    /// Serves the held requests for a segment just announced.
+    fn serve_held(&mut self, now: Millis, r: RenditionId, seq: Seq) {
+        if !self.held.iter().any(|h| h.rendition == r && h.seq == seq) {
+            return;
+        }
+        let (ready, rest): (VecDeque<HeldRequest>, VecDeque<HeldRequest>) =
+            std::mem::take(&mut self.held)
+                .into_iter()
+                .partition(|h| h.rendition == r && h.seq == seq);
+        self.held = rest;
+        for h in ready {
+            if self.peers.contains_key(&h.peer) {
+                self.serve_request(now, &h.peer, h.rendition, h.seq, h.offset, h.length);
+            }
+        }
     }
 
     fn evict(&mut self, r: RenditionId) {
@@ -938,19 +1072,57 @@ impl Core {
         offset: u32,
         length: u32,
     ) {
-        // A held segment, or (cut-through) one we announced while it arrives.
-        let held = self
-            .segs
-            .get(&rendition)
-            .and_then(|m| m.get(&seq))
-            .and_then(|s| match &s.status {
-                Status::Held(b) => Some((Some(b.clone()), s.meta.size, s.meta.duration_ms)),
-                Status::Missing(_) if s.announced => Some((None, s.meta.size, s.meta.duration_ms)),
-                Status::Missing(_) => None,
-            });
-        let Some((data, len, duration_ms)) = held else {
-            self.reject(peer, rendition, seq, RejectReason::NotFound);
+        let Some(s) = self.segs.get(&rendition).and_then(|m| m.get(&seq)) else {
+            // Not announced to us yet: a neighbour's plan may have reached
+            // it first. A request just ahead of the newest segment waits.
+            let newest = self
+                .segs
+                .get(&rendition)
+                .and_then(|m| m.last_key_value())
+                .map(|(&q, _)| q);
+            let ahead = self.wants(&rendition)
+                && newest.is_none_or(|n| seq > n && seq <= n.saturating_add(2));
+            let dup = self
+                .held
+                .iter()
+                .any(|h| &h.peer == peer && h.rendition == rendition && h.seq == seq);
+            if ahead && !dup && self.held.len() < MAX_HELD {
+                self.held.push_back(HeldRequest {
+                    peer: peer.clone(),
+                    rendition,
+                    seq,
+                    offset,
+                    length,
+                    at: now,
+                });
+            } else {
+                self.reject(peer, rendition, seq, RejectReason::NotFound);
+            }
             return;
+        };
+        let (len, duration_ms) = (s.meta.size, s.meta.duration_ms);
+        let from = u64::from(offset);
+        let to = if length == 0 {
+            len
+        } else {
+            from.saturating_add(u64::from(length))
+        };
+        // A held segment, or (cut-through) one we announced while it
+        // arrives; for a child of the plan, any of it (served as the bytes
+        // arrive, outside the upload slots; bytes nothing brings yet are
+        // fetched over HTTP at once, see `start`).
+        let child = self
+            .children
+            .get(&rendition)
+            .is_some_and(|c| c.contains(peer));
+        let (data, early) = match &s.status {
+            Status::Held(b) => (Some(b.clone()), child),
+            Status::Missing(_) if child => (None, true),
+            Status::Missing(_) if s.announced => (None, false),
+            Status::Missing(_) => {
+                self.reject(peer, rendition, seq, RejectReason::NotFound);
+                return;
+            }
         };
         // Bytes we are fetching from the asker itself: it lacks them too (a
         // cycle of neighbours waiting on each other); it may ask later.
@@ -965,12 +1137,6 @@ impl Core {
             self.reject(peer, rendition, seq, RejectReason::Busy);
             return;
         }
-        let from = u64::from(offset);
-        let to = if length == 0 {
-            len
-        } else {
-            from.saturating_add(u64::from(length))
-        };
         if from >= len || to > len {
             self.reject(peer, rendition, seq, RejectReason::BadRequest);
             return;
@@ -988,7 +1154,13 @@ impl Core {
                 return;
             }
         }
-        if self.uploads >= slots || !self.take_budget(now, to - from) {
+        // Early streams are the plan's: outside the upload slots, bounded.
+        let full = if early {
+            self.early_streams() >= MAX_EARLY_STREAMS
+        } else {
+            self.uploads >= slots
+        };
+        if full || !self.take_budget(now, to - from) {
             self.reject(peer, rendition, seq, RejectReason::Busy);
             return;
         }
@@ -1003,9 +1175,13 @@ impl Core {
                     peer: peer.clone(),
                     next: from,
                     end: to,
+                    early,
                 });
             }
             self.feed_streams(rendition, seq);
+            if early {
+                self.schedule(now);
+            }
             return;
         };
         self.stats.uploaded_bytes += to - from;
@@ -1017,6 +1193,17 @@ impl Core {
             from: from as u32,
             to: to as u32,
         });
+    }
+
+    fn early_streams(&self) -> usize {
+        self.segs
+            .values()
+            .flat_map(|m| m.values())
+            .filter_map(|s| match &s.status {
+                Status::Missing(a) => Some(a.streams.iter().filter(|st| st.early).count()),
+                Status::Held(_) => None,
+            })
+            .sum()
     }
 
     /// Hands the verified bytes of a segment still arriving to the links of
@@ -1441,6 +1628,9 @@ impl Core {
                 }
                 for j in &a.jobs {
                     match j.first_byte {
+                        None if j.planned => {
+                            note(self.http_takes_over(seg.deadline, j.end - j.next))
+                        }
                         None => note(j.started + FIRST_BYTE_MS),
                         Some(first) if now.saturating_sub(first) < MEASURE_MS => {
                             note(first + MEASURE_MS)
@@ -1459,7 +1649,9 @@ impl Core {
                     note(self.http_start(seg, a));
                 }
                 // A holder asked again after its busy back-off.
-                if a.jobs.len() < self.cfg.sources_per_segment.max(1) {
+                if a.jobs.iter().filter(|j| !j.planned).count()
+                    < self.cfg.sources_per_segment.max(1)
+                {
                     for n in self.peers.values() {
                         if n.busy_until > now
                             && n.has.get(r).is_some_and(|h| h.contains(&seg.meta.id.seq))
@@ -1473,11 +1665,28 @@ impl Core {
                 }
             }
         }
+        if let Some(h) = self.held.front() {
+            note(h.at + HOLD_MS);
+        }
         next
+    }
+
+    /// When HTTP must take over `bytes` still to come from a planned
+    /// neighbour to meet `deadline`.
+    fn http_takes_over(&self, deadline: Millis, bytes: u64) -> Millis {
+        let need = (bytes as f64 / self.http_rate.max(1e-3)).ceil() as Millis;
+        deadline.saturating_sub(self.cfg.margin_ms + need)
     }
 
     /// Checks progress and deadlines.
     pub fn handle_timeout(&mut self, now: Millis) {
+        while self.held.front().is_some_and(|h| h.at + HOLD_MS <= now) {
+            if let Some(h) = self.held.pop_front() {
+                if self.peers.contains_key(&h.peer) {
+                    self.reject(&h.peer, h.rendition, h.seq, RejectReason::NotFound);
+                }
+            }
+        }
         for by_seq in self.segs.values_mut() {
             for seg in by_seq.values_mut() {
                 if matches!(seg.status, Status::Missing(_))
@@ -1514,7 +1723,9 @@ impl Core {
             }
             for (&seq, seg) in by_seq {
                 if let Status::Missing(a) = &seg.status {
-                    active += a.jobs.len() + usize::from(a.http.is_some());
+                    // The plan's stripes take no download slot.
+                    active += a.jobs.iter().filter(|j| !j.planned).count()
+                        + usize::from(a.http.is_some());
                     todo.push((seg.deadline, *r, seq));
                 }
             }
@@ -1550,9 +1761,15 @@ impl Core {
         let Status::Missing(a) = &mut seg.status else {
             return;
         };
+        let http_rate = self.http_rate.max(1e-3);
         let too_slow = |job: &PeerJob| {
             let remaining = (job.end - job.next) as f64;
             match job.first_byte {
+                // A planned stripe waits for its source's own copy, until
+                // HTTP must take over.
+                None if job.planned => {
+                    now + margin + (remaining / http_rate).ceil() as Millis >= deadline
+                }
                 None => {
                     now.saturating_sub(job.started) >= FIRST_BYTE_MS || now + margin >= deadline
                 }
@@ -1591,10 +1808,21 @@ impl Core {
         let Status::Missing(a) = &seg.status else {
             return false;
         };
-        let http_at = self.http_start(seg, a);
+        // Bytes the plan's children wait for that nothing brings any more
+        // (their source failed): HTTP at once, or the whole subtree waits.
+        let orphaned = a
+            .streams
+            .iter()
+            .any(|st| st.early && st.next < st.end && !a.coming(st.next, st.end));
+        let http_at = if orphaned {
+            now
+        } else {
+            self.http_start(seg, a)
+        };
         // Neither a neighbour (first fetch, or sources enough) nor HTTP (under
         // way, or not yet time) can start: done before looking for a gap.
-        let peer_may = !seg.first_fetch && a.jobs.len() < self.cfg.sources_per_segment.max(1);
+        let pulls = a.jobs.iter().filter(|j| !j.planned).count();
+        let peer_may = !seg.first_fetch && pulls < self.cfg.sources_per_segment.max(1);
         let http_may = a.http.is_none() && now >= http_at;
         if !(peer_may || http_may) {
             return false;
@@ -1622,8 +1850,11 @@ impl Core {
                         && n.busy_until <= now
                         && n.has.get(&r).is_some_and(|s| s.contains(&seq))
                         && !a.tried.contains(*id)
-                        // One piece in flight and the next queued behind it.
+                        // One piece in flight and the next queued behind it;
+                        // none beside a planned stripe (a cancel stops
+                        // every transfer of the segment on that link).
                         && a.jobs.iter().filter(|j| &j.peer == *id).count() < 2
+                        && !a.jobs.iter().any(|j| &j.peer == *id && j.planned)
                         // A neighbour fetching it from us is behind us.
                         && !a.streams.iter().any(|st| &st.peer == *id)
                         && !n.queued.is_some_and(|(qr, q, _, _)| qr == r && q == seq)
@@ -1646,7 +1877,7 @@ impl Core {
                 let eta =
                     now + ((to - from) as f64 / rate.max(1e-3)) as Millis + self.cfg.margin_ms;
                 if eta <= deadline || now < http_at {
-                    return self.start_peer(now, r, seq, peer, from, to);
+                    return self.start_peer(now, r, seq, peer, from, to, false);
                 }
             }
         }
@@ -1657,6 +1888,7 @@ impl Core {
         false
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn start_peer(
         &mut self,
         now: Millis,
@@ -1665,6 +1897,7 @@ impl Core {
         peer: PeerId,
         from: u64,
         to: u64,
+        planned: bool,
     ) -> bool {
         let Some(seg) = self.segs.get_mut(&r).and_then(|m| m.get_mut(&seq)) else {
             return false;
@@ -1680,6 +1913,7 @@ impl Core {
             end: to,
             started: now,
             first_byte: None,
+            planned,
         });
         if let Some(n) = self.peers.get_mut(&peer) {
             n.downloads += 1;

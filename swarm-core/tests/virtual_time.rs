@@ -884,3 +884,117 @@ fn pieces_come_from_several_holders_at_once() {
     assert_eq!(w.len(), 600_000usize.div_ceil(block as usize), "{w:?}");
     assert_eq!(sim.node("h1").core.stats().rejected_requests, 0);
 }
+
+/// The tracker's stripe plan (`ServerMsg::Stripes`) given to one node.
+fn plan(sim: &mut Sim, id: &str, sources: &[Option<&str>], children: &[&str]) {
+    use swarmcast_proto::tracker::StripeSource;
+    let sources = sources
+        .iter()
+        .map(|s| match s {
+            None => StripeSource::Origin,
+            Some(p) => StripeSource::Peer { peer_id: pid(p) },
+        })
+        .collect();
+    let children = children.iter().map(|c| pid(c)).collect();
+    sim.node(id).core.handle_stripes(0, r(), sources, children);
+}
+
+/// Two stripes of 5 blocks each: `a` and `b` are the roots (each fetches
+/// its stripe over HTTP, then the other's from the other), `c` gets one
+/// stripe from each, `d` one from `c` and one from `b`. `d` and `c` learn of
+/// the segment before `a` and `b` do: their requests wait for it. The
+/// origin sends one copy in all, every node completes before its deadline,
+/// and nobody else touches HTTP.
+#[test]
+fn a_stripe_plan_brings_each_stripe_from_its_source_and_one_copy_from_the_origin() {
+    let mut sim = Sim::new();
+    for id in ["a", "b", "c", "d"] {
+        sim.add(id, viewer(), Behaviour::Honest);
+    }
+    for (x, y) in [("a", "b"), ("a", "c"), ("b", "c"), ("c", "d"), ("b", "d")] {
+        sim.connect(x, y);
+    }
+    plan(&mut sim, "a", &[None, Some("b")], &["b", "c"]);
+    plan(&mut sim, "b", &[Some("a"), None], &["a", "c", "d"]);
+    plan(&mut sim, "c", &[Some("a"), Some("b")], &["d"]);
+    plan(&mut sim, "d", &[Some("c"), Some("b")], &[]);
+    let size = 10 * BLOCK_SIZE as usize;
+    let half = 5 * u64::from(BLOCK_SIZE);
+    let (meta, data) = segment_with_blocks(0, size);
+    sim.origin.insert(0, data);
+    for (id, at) in [("d", 5), ("c", 5), ("a", 40), ("b", 40)] {
+        sim.at(
+            at,
+            Ev::Published {
+                node: pid(id),
+                meta: meta.clone(),
+                first: false,
+            },
+        );
+    }
+    sim.run(10_000);
+    for id in ["a", "b", "c", "d"] {
+        let n = sim.node(id);
+        assert_eq!(n.completed.len(), 1, "{id} completed");
+        let (m, data, _, t) = &n.completed[0];
+        assert!(m.matches(data), "{id}");
+        assert!(*t < 4000, "{id} completed at {t} ms, after its deadline");
+    }
+    assert_eq!(sim.node("a").http_gets, vec![(40, 0, 0)]);
+    assert_eq!(sim.node("b").http_gets, vec![(40, 0, half)]);
+    let http: u64 = ["a", "b", "c", "d"]
+        .iter()
+        .map(|id| sim.node(id).core.stats().http_bytes)
+        .sum();
+    assert_eq!(http, size as u64, "one copy from the origin");
+    for id in ["c", "d"] {
+        assert!(sim.node(id).http_gets.is_empty(), "{id} used HTTP");
+        assert_eq!(sim.node(id).core.stats().p2p_bytes, size as u64, "{id}");
+    }
+    // Each planned source sent its stripe, once.
+    assert_eq!(sim.node("a").core.stats().uploaded_bytes, 2 * half);
+    assert_eq!(sim.node("c").core.stats().uploaded_bytes, half);
+    // Nobody was refused.
+    for id in ["a", "b", "c", "d"] {
+        assert_eq!(sim.node(id).core.stats().rejected_requests, 0, "{id}");
+    }
+}
+
+/// `c` relays stripe 0 to `d`, but its own source for it (`a`) is gone:
+/// `c` fetches that stripe over HTTP at once instead of at the last safe
+/// moment, so `d`'s stripe keeps coming from `c`.
+#[test]
+fn a_relay_whose_planned_source_is_gone_fetches_the_stripe_at_once() {
+    let mut sim = Sim::new();
+    for id in ["b", "c", "d"] {
+        sim.add(id, viewer(), Behaviour::Honest);
+    }
+    for (x, y) in [("b", "c"), ("c", "d"), ("b", "d")] {
+        sim.connect(x, y);
+    }
+    // `a` is in c's plan but not linked to it.
+    plan(&mut sim, "b", &[Some("a"), None], &["c", "d"]);
+    plan(&mut sim, "c", &[Some("a"), Some("b")], &["d"]);
+    plan(&mut sim, "d", &[Some("c"), Some("b")], &[]);
+    let size = 10 * BLOCK_SIZE as usize;
+    let half = 5 * u64::from(BLOCK_SIZE);
+    let meta = sim.publish_record(segment_with_blocks(0, size), &[]);
+    sim.run(10_000);
+    let c_gets = sim.node("c").http_gets.clone();
+    assert_eq!(c_gets.len(), 1, "{c_gets:?}");
+    let (at, _, from) = c_gets[0];
+    assert_eq!(from, 0);
+    assert!(at < 500, "c fetched its orphaned stripe at {at} ms");
+    let n = sim.node("d");
+    assert_eq!(n.completed.len(), 1);
+    assert!(n.completed[0].0.id == meta.id && n.completed[0].3 < 4000);
+    assert!(n.http_gets.is_empty(), "d used HTTP: {:?}", n.http_gets);
+    assert_eq!(n.core.stats().p2p_bytes, size as u64);
+    // b (whose source for stripe 0 is gone too, with no child waiting)
+    // takes it from a holder: no second copy from the origin.
+    let http: u64 = ["b", "c", "d"]
+        .iter()
+        .map(|id| sim.node(id).core.stats().http_bytes)
+        .sum();
+    assert_eq!(http, 2 * half);
+}

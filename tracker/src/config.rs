@@ -82,6 +82,20 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_COVERAGE_TARGET", default_value_t = 0.8)]
     pub coverage_target: f64,
 
+    /// Stripes per segment in the dissemination plan (0: none; at most
+    /// 16). With stripes, native peers and relays get one tree per stripe
+    /// over their links and ask their source for each stripe as soon as a
+    /// segment is announced; `--min/max-first-fetchers` and the coverage
+    /// feedback then count the roots of each stripe (each fetches its
+    /// stripe over HTTP).
+    #[arg(long, env = "SWARMCAST_STRIPES", default_value_t = 0)]
+    pub stripes: u8,
+
+    /// Uplink headroom of the stripe plan: a peer uploading `U` feeds at
+    /// most `U / (headroom × bitrate / stripes)` stripe children.
+    #[arg(long, env = "SWARMCAST_STRIPE_HEADROOM", default_value_t = 1.25)]
+    pub stripe_headroom: f64,
+
     /// A first fetcher that has not announced `have` within this many ms is
     /// replaced.
     #[arg(
@@ -142,6 +156,11 @@ impl Config {
         if !(self.coverage_target > 0.0 && self.coverage_target <= 1.0) {
             return err("--coverage-target must be above 0 and at most 1");
         }
+        if usize::from(self.stripes) > swarmcast_proto::tracker::MAX_STRIPES
+            || !(self.stripe_headroom >= 0.1 && self.stripe_headroom <= 100.0)
+        {
+            return err("--stripes must be at most 16 and --stripe-headroom within 0.1..=100");
+        }
         if self.msgs_per_sec == 0 || self.msg_burst < self.msgs_per_sec {
             return err("--msg-burst must be at least --msgs-per-sec, which must be at least 1");
         }
@@ -170,6 +189,9 @@ impl Config {
             first_fetch_deadline_ms: self.first_fetch_deadline_ms,
             spread_budget_ms: self.spread_budget_ms,
             coverage_target: self.coverage_target,
+            stripes: self.stripes,
+            stripe_headroom: self.stripe_headroom,
+            size_scale: 1,
             signals_per_sec: self.signals_per_sec,
             signal_burst: self.signals_per_sec * 4,
             ping_interval_ms: self.ping_interval_ms,

@@ -26,7 +26,7 @@ use rand::seq::{IndexedRandom as _, SliceRandom as _};
 use rand::{Rng as _, SeedableRng as _};
 use swarmcast_proto::tracker::{
     ClientKind, ClientMsg, ErrorCode, IceServer, PeerConfig, PeerInfo, SegmentRef, ServerMsg,
-    StatsReport,
+    StatsReport, StripeSource,
 };
 use swarmcast_proto::{PeerId, RenditionId, SegmentMeta, Seq, StreamId};
 
@@ -85,6 +85,18 @@ pub struct SwarmConfig {
     pub idle_timeout_ms: u32,
     /// STUN/TURN servers told to peers.
     pub ice_servers: Vec<IceServer>,
+    /// Stripes per segment in the dissemination plan (0: no stripes, the
+    /// first fetchers fetch whole segments). With stripes, native peers and
+    /// relays get a tree per stripe over their links: the first fetchers'
+    /// count of roots fetch their stripe over HTTP, every other peer asks
+    /// one neighbour for it as soon as the segment is announced.
+    pub stripes: u8,
+    /// Uplink a peer keeps free of its planned stripes: a peer with uplink
+    /// `U` feeds at most `U / (headroom × bitrate / stripes)` children.
+    pub stripe_headroom: f64,
+    /// Real bytes per byte of a record's `size` (1; the event simulator
+    /// scales segments down and says by how much).
+    pub size_scale: u64,
 }
 
 impl Default for SwarmConfig {
@@ -106,6 +118,9 @@ impl Default for SwarmConfig {
             ping_interval_ms: 10_000,
             idle_timeout_ms: 30_000,
             ice_servers: Vec::new(),
+            stripes: 0,
+            stripe_headroom: 1.25,
+            size_scale: 1,
         }
     }
 }
@@ -197,6 +212,8 @@ struct Peer {
     stats: StatsReport,
     /// When it was last made a first fetcher.
     last_assigned: Option<u64>,
+    /// The stripe plan it was last sent (sources, children).
+    stripes_sent: Option<(RenditionId, Vec<StripeSource>, Vec<PeerId>)>,
 }
 
 impl Peer {
@@ -244,6 +261,8 @@ struct RenditionIdx {
     /// The last segment judged: (first fetchers planned, viewers the
     /// relaying reached within the budget).
     last_judged: Option<(f64, f64)>,
+    /// Roots of each stripe's tree (kept from segment to segment).
+    roots: Vec<Vec<Slot>>,
     segs: BTreeMap<Seq, Entry>,
 }
 
@@ -367,6 +386,7 @@ impl Swarm {
             },
             stats: StatsReport::default(),
             last_assigned: None,
+            stripes_sent: None,
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -904,7 +924,25 @@ impl Swarm {
         self.judge_coverage(now, r);
         let wanted = self.renditions.get(&r).map_or(0.0, |x| x.fetchers_wanted);
         let planned = self.first_fetcher_count(population, wanted);
-        let chosen = self.choose_fetchers(pool, planned as usize, &[]);
+        // Stripes go to peers that speak them (native peers and relays);
+        // browsers fetch as before, from them or HTTP.
+        let striped: Vec<Slot> = if self.cfg.stripes > 0 && meta.block_hashes().is_some() {
+            pool.iter()
+                .copied()
+                .filter(|&s| {
+                    self.peer(s)
+                        .is_some_and(|p| matches!(p.kind, ClientKind::Native | ClientKind::Relay))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let chosen = if striped.is_empty() {
+            self.choose_fetchers(pool, planned as usize, &[])
+        } else {
+            self.plan_stripes(r, &meta, &striped, planned as usize);
+            Vec::new()
+        };
         let deadline = now + self.cfg.first_fetch_deadline_ms;
         if let Some(e) = self
             .renditions
@@ -944,6 +982,147 @@ impl Swarm {
                     meta: (*meta).clone(),
                 }),
             });
+        }
+    }
+
+    /// Plans the stripes of rendition `r` over `pool` with `roots` roots per
+    /// stripe and sends each peer whose plan changed its new one. Roots are
+    /// kept from segment to segment (spread over peers, best uplinks
+    /// first); each stripe's tree grows breadth first over the links the
+    /// tracker made, one level of every stripe in turn, each peer taking
+    /// children while its uplink allows (`stripe_headroom`). A peer no
+    /// tree reaches gets `swarm` for that stripe.
+    fn plan_stripes(&mut self, r: RenditionId, meta: &SegmentMeta, pool: &[Slot], roots: usize) {
+        const NONE: u32 = u32::MAX;
+        const ORIGIN: u32 = u32::MAX - 1;
+        let n = usize::from(self.cfg.stripes);
+        let slots = self.peers.len();
+        let bitrate_kbps = (meta.size.saturating_mul(self.cfg.size_scale.max(1)) * 8) as f64
+            / f64::from(meta.duration_ms.max(1));
+        let per_child = (self.cfg.stripe_headroom.max(0.1) * bitrate_kbps / n as f64).max(1.0);
+        let mut in_pool = vec![false; slots];
+        for &s in pool {
+            in_pool[s as usize] = true;
+        }
+        let mut cap: Vec<u32> = (0..slots)
+            .map(|s| {
+                self.peers[s].as_ref().map_or(0, |p| {
+                    ((f64::from(p.upload_kbps) / per_child).floor() as u32).min(4 * n as u32)
+                })
+            })
+            .collect();
+        // Roots: the last ones still here, topped up with the best uplinks
+        // not yet a root.
+        let mut kept = self
+            .renditions
+            .get_mut(&r)
+            .map(|x| std::mem::take(&mut x.roots))
+            .unwrap_or_default();
+        kept.resize(n, Vec::new());
+        let mut is_root = vec![false; slots];
+        for stripe in kept.iter_mut() {
+            stripe.retain(|&s| {
+                in_pool[s as usize] && !std::mem::replace(&mut is_root[s as usize], true)
+            });
+            stripe.truncate(roots);
+        }
+        let mut candidates: Vec<Slot> = pool.to_vec();
+        candidates.shuffle(&mut self.rng);
+        candidates.sort_by_key(|&s| std::cmp::Reverse(cap[s as usize]));
+        let mut next_candidate = candidates.into_iter();
+        let per_stripe = roots.min(pool.len() / n.max(1)).max(1);
+        for stripe in kept.iter_mut() {
+            while stripe.len() < per_stripe {
+                let Some(s) = next_candidate.by_ref().find(|&s| !is_root[s as usize]) else {
+                    break;
+                };
+                is_root[s as usize] = true;
+                stripe.push(s);
+            }
+        }
+        let mut src = vec![NONE; slots * n];
+        let mut frontier: Vec<Vec<Slot>> = kept.clone();
+        for (k, stripe) in kept.iter().enumerate() {
+            for &s in stripe {
+                src[s as usize * n + k] = ORIGIN;
+            }
+        }
+        loop {
+            let mut grew = false;
+            for (k, front) in frontier.iter_mut().enumerate() {
+                let mut next = Vec::new();
+                for &u in front.iter() {
+                    let Some(p) = self.peers[u as usize].as_ref() else {
+                        continue;
+                    };
+                    for &v in &p.neighbours {
+                        if cap[u as usize] == 0 {
+                            break;
+                        }
+                        let i = v as usize * n + k;
+                        // One stripe per link: a second would wait behind
+                        // the first on the same channel.
+                        let taken =
+                            (v as usize) < slots && (0..n).any(|j| src[v as usize * n + j] == u);
+                        if (v as usize) < slots && in_pool[v as usize] && src[i] == NONE && !taken {
+                            src[i] = u;
+                            cap[u as usize] -= 1;
+                            next.push(v);
+                        }
+                    }
+                }
+                grew |= !next.is_empty();
+                *front = next;
+            }
+            if !grew {
+                break;
+            }
+        }
+        if let Some(x) = self.renditions.get_mut(&r) {
+            x.roots = kept;
+        }
+        let mut children: HashMap<Slot, Vec<PeerId>> = HashMap::new();
+        for &v in pool {
+            for k in 0..n {
+                let u = src[v as usize * n + k];
+                if u != NONE && u != ORIGIN {
+                    if let Some(p) = self.peer(v) {
+                        children.entry(u).or_default().push(p.id.clone());
+                    }
+                }
+            }
+        }
+        for &v in pool {
+            let mut kids = children.remove(&v).unwrap_or_default();
+            kids.sort();
+            kids.dedup();
+            let sources: Vec<StripeSource> = (0..n)
+                .map(|k| match src[v as usize * n + k] {
+                    NONE => StripeSource::Swarm,
+                    ORIGIN => StripeSource::Origin,
+                    u => self
+                        .peer(u)
+                        .map_or(StripeSource::Swarm, |p| StripeSource::Peer {
+                            peer_id: p.id.clone(),
+                        }),
+                })
+                .collect();
+            let Some(p) = self.peer_mut(v) else { continue };
+            if p.stripes_sent
+                .as_ref()
+                .is_some_and(|(x, old, c)| *x == r && *old == sources && *c == kids)
+            {
+                continue;
+            }
+            p.stripes_sent = Some((r, sources.clone(), kids.clone()));
+            self.send(
+                v,
+                &ServerMsg::Stripes {
+                    rendition: r,
+                    sources,
+                    children: kids,
+                },
+            );
         }
     }
 
@@ -1774,5 +1953,206 @@ mod tests {
         assert_eq!((s.http_bytes, s.p2p_bytes, s.viewers), (100, 900, 1));
         assert!((s.offload - 0.9).abs() < 1e-9);
         assert_eq!(s.startup_ms_p50, Some(1100));
+    }
+}
+
+#[cfg(test)]
+mod stripe_tests {
+    use super::*;
+    use swarmcast_proto::{BlockHashes, SegmentId, Sha256Digest};
+
+    fn r() -> RenditionId {
+        RenditionId::new("360p").unwrap()
+    }
+
+    fn striped_meta(seq: u64) -> SegmentMeta {
+        // 2.5 Mb/s: 625,000 bytes per 2-s segment, 10 blocks of 64 KiB.
+        let data = vec![seq as u8; 625_000];
+        SegmentMeta {
+            id: SegmentId::new(StreamId::new("s").unwrap(), r(), seq),
+            size: data.len() as u64,
+            sha256: Sha256Digest::of(&data),
+            duration_ms: 2000,
+            published_at_ms: 0,
+            blocks: BlockHashes::of(&data, swarmcast_proto::BLOCK_SIZE),
+        }
+    }
+
+    /// Every (recipient, message) queued, one row per recipient.
+    fn drain(sw: &mut Swarm) -> Vec<(Slot, ServerMsg)> {
+        let mut v = Vec::new();
+        while let Some(o) = sw.poll_output() {
+            let msg = ServerMsg::decode(std::str::from_utf8(&o.text).unwrap()).unwrap();
+            match o.to {
+                Recipients::One(s) => v.push((s, msg)),
+                Recipients::Many(ss) => v.extend(ss.into_iter().map(|s| (s, msg.clone()))),
+            }
+        }
+        v
+    }
+
+    /// 60 native viewers with 3.75 Mb/s uplinks (1.5× a 2.5 Mb/s stream),
+    /// one browser, 4 stripes, 3 roots per stripe: every native viewer gets a
+    /// plan in which each stripe comes from the origin (the roots) or from
+    /// one of its neighbours, following sources from any viewer ends at a
+    /// root (a tree, no cycle), no link carries two stripes, no source feeds
+    /// more children than its uplink allows (`3750 / (1.25 × 625)` = 4), and
+    /// each source is told exactly the children that name it. The browser
+    /// gets no plan. Publishing again with the same members sends no plan.
+    #[test]
+    fn stripes_form_trees_over_the_links_within_each_uplink() {
+        let cfg = SwarmConfig {
+            stripes: 4,
+            min_first_fetchers: 3,
+            max_first_fetchers: 3,
+            ..SwarmConfig::default()
+        };
+        let mut sw = Swarm::new(StreamId::new("s").unwrap(), cfg, 7);
+        let origin = sw
+            .join(
+                0,
+                JoinRequest {
+                    peer_id: PeerId::new("origin").unwrap(),
+                    kind: ClientKind::Publisher,
+                    region: None,
+                    upload_kbps: 0,
+                },
+            )
+            .unwrap();
+        let mut viewers = Vec::new();
+        for i in 0..61 {
+            let kind = if i == 60 {
+                ClientKind::Browser
+            } else {
+                ClientKind::Native
+            };
+            let s = sw
+                .join(
+                    0,
+                    JoinRequest {
+                        peer_id: PeerId::new(format!("v{i}")).unwrap(),
+                        kind,
+                        region: None,
+                        upload_kbps: 3750,
+                    },
+                )
+                .unwrap();
+            viewers.push(s);
+        }
+        for &v in &viewers {
+            let have = ClientMsg::Have {
+                segments: vec![SegmentRef {
+                    rendition: r(),
+                    seq: 0,
+                }],
+            };
+            sw.handle(0, v, have);
+        }
+        drain(&mut sw);
+        sw.handle(
+            10,
+            origin,
+            ClientMsg::Publish {
+                meta: striped_meta(1),
+            },
+        );
+        let out = drain(&mut sw);
+        let mut plans: HashMap<Slot, (Vec<StripeSource>, Vec<PeerId>)> = HashMap::new();
+        for (s, m) in &out {
+            if let ServerMsg::Stripes {
+                rendition,
+                sources,
+                children,
+            } = m
+            {
+                assert_eq!(*rendition, r());
+                assert!(
+                    plans
+                        .insert(*s, (sources.clone(), children.clone()))
+                        .is_none()
+                );
+            }
+        }
+        // Every native viewer has a plan, the browser none; nobody is a
+        // first fetcher of the whole segment.
+        assert_eq!(plans.len(), 60);
+        assert!(!plans.contains_key(&viewers[60]));
+        assert!(
+            !out.iter()
+                .any(|(_, m)| matches!(m, ServerMsg::Fetch { .. }))
+        );
+        let id = |s: Slot| sw.peer(s).unwrap().id.clone();
+        let slot_of = |p: &PeerId| sw.slot_of(p).unwrap();
+        let mut kids: HashMap<PeerId, Vec<PeerId>> = HashMap::new();
+        for k in 0..4 {
+            let mut roots = 0;
+            for (&v, (sources, _)) in &plans {
+                match &sources[k] {
+                    StripeSource::Origin => roots += 1,
+                    StripeSource::Peer { peer_id } => {
+                        let u = slot_of(peer_id);
+                        assert!(sw.peer(v).unwrap().neighbours.contains(&u), "not a link");
+                        kids.entry(peer_id.clone()).or_default().push(id(v));
+                        // Up the tree to a root, never round in a circle.
+                        let mut at = u;
+                        for hop in 0.. {
+                            assert!(hop < 60, "stripe {k}: a cycle above {v}");
+                            match &plans[&at].0[k] {
+                                StripeSource::Origin => break,
+                                StripeSource::Peer { peer_id } => at = slot_of(peer_id),
+                                StripeSource::Swarm => panic!("stripe {k}: a source with none"),
+                            }
+                        }
+                    }
+                    StripeSource::Swarm => {}
+                }
+            }
+            assert_eq!(roots, 3, "stripe {k}");
+        }
+        for (v, (sources, children)) in &plans {
+            let named: Vec<&PeerId> = sources
+                .iter()
+                .filter_map(|s| match s {
+                    StripeSource::Peer { peer_id } => Some(peer_id),
+                    _ => None,
+                })
+                .collect();
+            let mut uniq = named.clone();
+            uniq.sort();
+            uniq.dedup();
+            assert_eq!(uniq.len(), named.len(), "two stripes on one link");
+            let mut expected = kids.get(&id(*v)).cloned().unwrap_or_default();
+            expected.sort();
+            assert_eq!(*children, expected, "children of {v}");
+            assert!(children.len() <= 4, "{v} feeds {} children", children.len());
+        }
+        // Most stripes are planned (the rest fetch as before).
+        let planned = plans
+            .values()
+            .flat_map(|(s, _)| s)
+            .filter(|s| !matches!(s, StripeSource::Swarm))
+            .count();
+        assert!(planned >= 200, "{planned} of 240 stripes planned");
+        // Same members, next segment: the plans stand, none is sent again.
+        sw.handle(
+            2010,
+            origin,
+            ClientMsg::Publish {
+                meta: striped_meta(2),
+            },
+        );
+        let again = drain(&mut sw);
+        assert!(
+            !again
+                .iter()
+                .any(|(_, m)| matches!(m, ServerMsg::Stripes { .. }))
+        );
+        assert_eq!(
+            again
+                .iter()
+                .filter(|(_, m)| matches!(m, ServerMsg::Segment { .. }))
+                .count(),
+            61
+        );
     }
 }

@@ -34,7 +34,7 @@ use serde::Serialize;
 use swarmcast_proto::tracker::{ClientKind, ClientMsg, SegmentRef, ServerMsg};
 use swarmcast_proto::wire::Frame;
 use swarmcast_proto::{
-    BLOCK_SIZE, BlockHashes, PeerId, RenditionId, SegmentId, SegmentMeta, Sha256Digest, StreamId,
+    BlockHashes, PeerId, RenditionId, SegmentId, SegmentMeta, Sha256Digest, StreamId,
 };
 use swarmcast_swarm_core::{Action, Core, CoreConfig};
 use swarmcast_tracker::swarm::{JoinRequest, Recipients, Slot, Swarm, SwarmConfig};
@@ -426,8 +426,11 @@ impl Sim {
             sha256: Sha256Digest::of(&data),
             duration_ms: self.sc.stream.segment_ms as u32,
             published_at_ms: self.now,
-            // The origin's 64 KiB blocks, in simulated bytes.
-            blocks: BlockHashes::of(&data, (u64::from(BLOCK_SIZE) / SCALE).max(1) as u32),
+            // The origin's blocks, in simulated bytes.
+            blocks: BlockHashes::of(
+                &data,
+                (u64::from(self.sc.stream.block_kib) * 1024 / SCALE).max(1) as u32,
+            ),
         };
         let population = self.viewers.iter().filter(|v| v.present).count() as u32;
         self.segs.insert(
@@ -895,6 +898,18 @@ impl Sim {
                     }
                 }
             }
+            ServerMsg::Stripes {
+                rendition,
+                sources,
+                children,
+            } => {
+                self.viewers[v].core.handle_stripes(
+                    now,
+                    *rendition,
+                    sources.clone(),
+                    children.clone(),
+                );
+            }
             ServerMsg::PeerLeft { peer_id } => {
                 if let Some(&o) = self.by_id.get(peer_id) {
                     // A link still being set up is abandoned too.
@@ -1122,6 +1137,13 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         },
         spread_budget_ms: sc.tracker.spread_budget_ms,
         coverage_target: sc.tracker.coverage_target,
+        stripes: if policy == Policy::Plan {
+            sc.tracker.stripes
+        } else {
+            0
+        },
+        stripe_headroom: sc.tracker.stripe_headroom,
+        size_scale: SCALE,
         ping_interval_ms: u32::MAX,
         idle_timeout_ms: u32::MAX,
         signals_per_sec: u32::MAX,

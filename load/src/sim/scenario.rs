@@ -49,6 +49,8 @@ pub struct StreamSpec {
     pub bitrate_kbps: u32,
     /// Segment duration, ms.
     pub segment_ms: u64,
+    /// The origin's block size (one hash per block in each record), KiB.
+    pub block_kib: u32,
 }
 
 impl Default for StreamSpec {
@@ -56,6 +58,7 @@ impl Default for StreamSpec {
         Self {
             bitrate_kbps: 2500,
             segment_ms: 2000,
+            block_kib: swarmcast_proto::BLOCK_SIZE / 1024,
         }
     }
 }
@@ -251,6 +254,11 @@ pub struct TrackerSpec {
     /// Share of viewers the plan wants holding a segment within the
     /// budget (the tracker's `--coverage-target`).
     pub coverage_target: f64,
+    /// Stripes per segment in the plan (the tracker's `--stripes`; 0: none).
+    pub stripes: u8,
+    /// Uplink share kept free of planned stripes (the tracker's
+    /// `--stripe-headroom`).
+    pub stripe_headroom: f64,
 }
 
 impl Default for TrackerSpec {
@@ -262,6 +270,8 @@ impl Default for TrackerSpec {
             max_first_fetchers: 20_000,
             spread_budget_ms: 3000,
             coverage_target: 0.8,
+            stripes: 0,
+            stripe_headroom: 1.25,
         }
     }
 }
@@ -337,6 +347,17 @@ impl Scenario {
         }
         if !(self.tracker.coverage_target > 0.0 && self.tracker.coverage_target <= 1.0) {
             return Err("tracker.coverage_target must be above 0 and at most 1".into());
+        }
+        if !(4..=1024).contains(&self.stream.block_kib) {
+            return Err("stream.block_kib must be within 4..=1024".into());
+        }
+        if usize::from(self.tracker.stripes) > swarmcast_proto::tracker::MAX_STRIPES
+            || !(self.tracker.stripe_headroom >= 0.1 && self.tracker.stripe_headroom <= 100.0)
+        {
+            return Err(format!(
+                "tracker.stripes must be at most {} and stripe_headroom between 0.1 and 100",
+                swarmcast_proto::tracker::MAX_STRIPES
+            ));
         }
         if self.tracker.max_first_fetchers < self.tracker.min_first_fetchers {
             return Err("tracker.max_first_fetchers must be at least min_first_fetchers".into());
