@@ -20,8 +20,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::RwLock;
 use swarmcast_proto::{
-    BLOCK_SIZE, BlockHashes, RenditionId, RenditionIndex, SegmentId, SegmentMeta, Sha256Digest,
-    StreamId,
+    BlockHashes, RenditionId, RenditionIndex, SegmentId, SegmentMeta, Sha256Digest, StreamId,
 };
 
 use crate::error::OriginError;
@@ -434,7 +433,7 @@ impl Rendition {
                 sha256: p.sha256,
                 duration_ms: entry.duration_ms,
                 published_at_ms: now_ms,
-                blocks: BlockHashes::of(&p.data, BLOCK_SIZE),
+                blocks: BlockHashes::for_segment(&p.data),
             };
             let seg = Arc::new(Segment::new(
                 meta,

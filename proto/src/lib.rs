@@ -20,5 +20,7 @@ pub mod wire;
 
 pub use error::{Error, FrameError, IdError, MessageError, TokenError};
 pub use ids::{PeerId, RenditionId, SegmentId, Seq, StreamId};
-pub use segment::{BLOCK_SIZE, BlockHashes, MAX_BLOCKS, RenditionIndex, SegmentMeta, Sha256Digest};
+pub use segment::{
+    BLOCK_SIZE, BlockHashes, MAX_BLOCK_SIZE, MAX_BLOCKS, RenditionIndex, SegmentMeta, Sha256Digest,
+};
 pub use token::{Claims, Role, TokenKey};

@@ -756,8 +756,8 @@ fn deep_nesting_is_refused_without_overflow() {
 #[test]
 fn block_hash_lists_that_do_not_fit_their_segment_are_ignored() {
     let data = vec![7u8; 200_000];
-    let good = swarmcast_proto::BlockHashes::of(&data, swarmcast_proto::BLOCK_SIZE).unwrap();
-    assert_eq!(good.sha256.len(), 4);
+    let good = swarmcast_proto::BlockHashes::for_segment(&data).unwrap();
+    assert_eq!(good.sha256.len(), 200_000usize.div_ceil(16 * 1024));
     let meta = |blocks: Option<swarmcast_proto::BlockHashes>| SegmentMeta {
         id: SegmentId::new(
             StreamId::new("s").unwrap(),
@@ -787,8 +787,12 @@ fn block_hash_lists_that_do_not_fit_their_segment_are_ignored() {
     for bad in [short, long, zero, tiny] {
         assert!(meta(Some(bad)).block_hashes().is_none());
     }
-    // More than MAX_BLOCKS: the origin publishes none.
+    // More than MAX_BLOCKS: none at that size; the origin takes larger
+    // blocks for large segments.
     assert!(swarmcast_proto::BlockHashes::of(&data, 16).is_none());
+    let big = vec![1u8; 9 * 1024 * 1024];
+    let b = swarmcast_proto::BlockHashes::for_segment(&big).unwrap();
+    assert_eq!((b.size, b.sha256.len()), (64 * 1024, 144));
     assert!(swarmcast_proto::BlockHashes::of(&data, 0).is_none());
     // Over the wire: a lying list decodes (no panic) and is ignored; a
     // malformed one is an error, not a crash.
