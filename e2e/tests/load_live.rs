@@ -144,6 +144,8 @@ fn edge_peers_in_namespaces_of_their_own_relay_over_shaped_links() {
     assert!(field(t, "edges_p2p_bytes") > 1_000_000, "{t}");
     // Every viewer opened data channels (each end counts one).
     assert!(field(ev, "links_opened") >= 5, "{ev}");
+    // The tracker planned stripes (its default) for the native edges.
+    assert!(field(t, "tracker_stripe_plans") >= 5, "{t}");
     // The origin's counter, the edge processes' own (written as each
     // exits) and their reports to the tracker agree.
     let (origin, http) = (

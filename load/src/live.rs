@@ -432,6 +432,8 @@ pub struct Totals {
     pub tracker_p2p_bytes: u64,
     /// Bytes viewers served, by their reports (tracker).
     pub tracker_uploaded_bytes: u64,
+    /// Stripe plans the tracker sent (`swarmcast_tracker_stripe_plans_sent_total`).
+    pub tracker_stripe_plans: u64,
 }
 
 /// What `swarmcast-load live` reports.
@@ -736,7 +738,21 @@ async fn totals(client: &reqwest::Client, event: &Event, before: &str) -> Totals
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    // The event's own tracker: its counters start at zero.
+    let tracker_text = match client
+        .get(format!("http://{}/metrics", event.tracker))
+        .send()
+        .await
+    {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
     Totals {
+        tracker_stripe_plans: metric_sum(
+            &tracker_text,
+            "swarmcast_tracker_stripe_plans_sent_total",
+            &[],
+        ) as u64,
         origin_segment_egress_bytes: diff(
             "swarmcast_origin_egress_bytes_total",
             &[("kind", "segment")],

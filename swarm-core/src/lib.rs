@@ -35,6 +35,12 @@
 //!   every chance first but playback never waits for it.
 //! - **Resuming**: a partial segment keeps its bytes; the next source
 //!   (another peer or HTTP `Range`) starts at the first missing byte.
+//! - **The tracker's stripe plan** ([`Core::handle_stripes`]): a segment
+//!   announced after a plan arrived has each stripe (a run of whole
+//!   blocks) fetched over HTTP at once, asked of the planned neighbour at
+//!   once, or left to the rules above. A planned child's request is served
+//!   as the bytes arrive, outside the upload slots, and bytes a child waits
+//!   for that nothing brings are fetched over HTTP at once.
 //! - **What to serve**: requests for held segments, within `upload_slots`
 //!   concurrent uploads and an upload budget (bytes per second); others get
 //!   `busy` or `not_found`.

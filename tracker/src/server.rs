@@ -575,6 +575,11 @@ fn export_counters(
         last.first_fetch_replaced,
     );
     inc(
+        "swarmcast_tracker_stripe_plans_sent_total",
+        c.stripe_plans_sent,
+        last.stripe_plans_sent,
+    );
+    inc(
         "swarmcast_tracker_links_split_total",
         c.links_split,
         last.links_split,

@@ -118,7 +118,7 @@ impl Default for SwarmConfig {
             ping_interval_ms: 10_000,
             idle_timeout_ms: 30_000,
             ice_servers: Vec::new(),
-            stripes: 0,
+            stripes: 8,
             stripe_headroom: 1.25,
             size_scale: 1,
         }
@@ -160,6 +160,10 @@ pub struct Counters {
     pub signals_relayed: u64,
     /// Links given up so that a joiner could take their place.
     pub links_split: u64,
+    /// Stripe plans sent (`stripes` messages: new or changed plans).
+    pub stripe_plans_sent: u64,
+    /// Stripe roots assigned (also in `first_fetch_assigned`).
+    pub stripe_roots: u64,
     /// Misbehaving peers reported, by reason.
     pub reports: BTreeMap<&'static str, u64>,
     /// Messages refused, by error code.
@@ -937,11 +941,18 @@ impl Swarm {
         } else {
             Vec::new()
         };
-        let chosen = if striped.is_empty() {
-            self.choose_fetchers(pool, planned as usize, &[])
+        // Whole-segment first fetchers, or the roots of the stripes (each
+        // fetches its stripe, told in its plan: no `fetch`).
+        let (chosen, roots) = if striped.is_empty() {
+            (
+                self.choose_fetchers(pool, planned as usize, &[]),
+                Vec::new(),
+            )
         } else {
-            self.plan_stripes(r, &meta, &striped, planned as usize);
-            Vec::new()
+            (
+                Vec::new(),
+                self.plan_stripes(r, &meta, &striped, planned as usize),
+            )
         };
         let deadline = now + self.cfg.first_fetch_deadline_ms;
         if let Some(e) = self
@@ -955,14 +966,22 @@ impl Swarm {
                 .iter()
                 .map(|&slot| Fetcher { slot, deadline })
                 .collect();
-            e.asked = chosen.clone();
+            // Stripe roots count as first fetchers in the stats; the
+            // deadline replacement is for whole segments (a root's children
+            // fetch a stripe it fails to bring over HTTP themselves).
+            e.asked = if roots.is_empty() {
+                chosen.clone()
+            } else {
+                roots.clone()
+            };
         }
-        for &c in &chosen {
+        for &c in chosen.iter().chain(&roots) {
             if let Some(p) = self.peer_mut(c) {
                 p.last_assigned = Some(now);
             }
         }
-        self.counters.first_fetch_assigned += chosen.len() as u64;
+        self.counters.first_fetch_assigned += (chosen.len() + roots.len()) as u64;
+        self.counters.stripe_roots += roots.len() as u64;
         if !chosen.is_empty() {
             self.out.push_back(Output {
                 to: Recipients::Many(chosen.clone()),
@@ -992,7 +1011,14 @@ impl Swarm {
     /// tracker made, one level of every stripe in turn, each peer taking
     /// children while its uplink allows (`stripe_headroom`). A peer no
     /// tree reaches gets `swarm` for that stripe.
-    fn plan_stripes(&mut self, r: RenditionId, meta: &SegmentMeta, pool: &[Slot], roots: usize) {
+    /// Returns the roots (the first fetchers of a stripe each).
+    fn plan_stripes(
+        &mut self,
+        r: RenditionId,
+        meta: &SegmentMeta,
+        pool: &[Slot],
+        roots: usize,
+    ) -> Vec<Slot> {
         const NONE: u32 = u32::MAX;
         const ORIGIN: u32 = u32::MAX - 1;
         let n = usize::from(self.cfg.stripes);
@@ -1040,6 +1066,15 @@ impl Swarm {
                 stripe.push(s);
             }
         }
+        // Fewer peers than stripes: the last root takes the stripes after
+        // its own too (a run of stripes is one HTTP range).
+        for k in 1..n {
+            if kept[k].is_empty() {
+                if let Some(&s) = kept[k - 1].first() {
+                    kept[k].push(s);
+                }
+            }
+        }
         let mut src = vec![NONE; slots * n];
         let mut frontier: Vec<Vec<Slot>> = kept.clone();
         for (k, stripe) in kept.iter().enumerate() {
@@ -1078,6 +1113,9 @@ impl Swarm {
                 break;
             }
         }
+        let mut all_roots: Vec<Slot> = kept.iter().flatten().copied().collect();
+        all_roots.sort_unstable();
+        all_roots.dedup();
         if let Some(x) = self.renditions.get_mut(&r) {
             x.roots = kept;
         }
@@ -1115,6 +1153,7 @@ impl Swarm {
                 continue;
             }
             p.stripes_sent = Some((r, sources.clone(), kids.clone()));
+            self.counters.stripe_plans_sent += 1;
             self.send(
                 v,
                 &ServerMsg::Stripes {
@@ -1124,6 +1163,7 @@ impl Swarm {
                 },
             );
         }
+        all_roots
     }
 
     /// About one first fetcher per cell of `cell_size` viewers, or more
@@ -1989,6 +2029,57 @@ mod stripe_tests {
             }
         }
         v
+    }
+
+    /// Three viewers, eight stripes: every stripe still has a root, and the
+    /// stripes a root fetches form one run (one HTTP range).
+    #[test]
+    fn a_swarm_smaller_than_its_stripes_still_roots_every_stripe() {
+        let cfg = SwarmConfig {
+            stripes: 8,
+            ..SwarmConfig::default()
+        };
+        let mut sw = Swarm::new(StreamId::new("s").unwrap(), cfg, 3);
+        let join = |sw: &mut Swarm, id: &str, kind| {
+            sw.join(
+                0,
+                JoinRequest {
+                    peer_id: PeerId::new(id).unwrap(),
+                    kind,
+                    region: None,
+                    upload_kbps: 10_000,
+                },
+            )
+            .unwrap()
+        };
+        let origin = join(&mut sw, "origin", ClientKind::Publisher);
+        for i in 0..3 {
+            join(&mut sw, &format!("v{i}"), ClientKind::Native);
+        }
+        drain(&mut sw);
+        sw.handle(
+            10,
+            origin,
+            ClientMsg::Publish {
+                meta: striped_meta(1),
+            },
+        );
+        let mut origin_of = [0u32; 8];
+        for (_, m) in drain(&mut sw) {
+            if let ServerMsg::Stripes { sources, .. } = m {
+                let own: Vec<usize> = (0..8)
+                    .filter(|&k| sources[k] == StripeSource::Origin)
+                    .collect();
+                if let (Some(a), Some(b)) = (own.first(), own.last()) {
+                    assert_eq!(b - a + 1, own.len(), "not one run: {own:?}");
+                }
+                for k in own {
+                    origin_of[k] += 1;
+                }
+            }
+        }
+        assert_eq!(origin_of, [1; 8]);
+        assert_eq!(sw.counters().stripe_roots, 3);
     }
 
     /// 60 native viewers with 3.75 Mb/s uplinks (1.5× a 2.5 Mb/s stream),

@@ -1297,8 +1297,10 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         } else {
             0.0
         },
+        // Whole-segment first fetchers, or stripe roots (the tracker counts
+        // them; each fetches its stripe).
         first_fetchers_per_segment: if sim.published > 0 {
-            sim.first_fetches as f64 / sim.published as f64
+            (sim.first_fetches + sim.tracker.counters().stripe_roots) as f64 / sim.published as f64
         } else {
             0.0
         },

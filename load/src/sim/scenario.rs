@@ -270,7 +270,7 @@ impl Default for TrackerSpec {
             max_first_fetchers: 20_000,
             spread_budget_ms: 3000,
             coverage_target: 0.8,
-            stripes: 0,
+            stripes: 8,
             stripe_headroom: 1.25,
         }
     }
