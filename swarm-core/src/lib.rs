@@ -360,6 +360,14 @@ impl Ranges {
         self.0.iter().map(|&(x, y)| y - x).sum()
     }
 
+    /// Bytes in, within `[a, b)`.
+    fn total_within(&self, a: u64, b: u64) -> u64 {
+        self.0
+            .iter()
+            .map(|&(x, y)| y.min(b).saturating_sub(x.max(a)))
+            .sum()
+    }
+
     /// The end of the run that starts at `a` (`a` when `a` is not in).
     fn run_end(&self, a: u64) -> u64 {
         self.0
@@ -435,6 +443,29 @@ impl Assembly {
             at = at.max(y);
         }
         (at < size).then_some((at, size))
+    }
+
+    /// The ranges of `[0, size)` neither in nor being fetched, in order.
+    fn gaps(&self, size: u64) -> Vec<(u64, u64)> {
+        let mut taken = self.got.clone();
+        for j in &self.jobs {
+            taken.insert(j.next, j.end);
+        }
+        if let Some(h) = &self.http {
+            taken.insert(h.next, h.end);
+        }
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &(x, y) in &taken.0 {
+            if at < x.min(size) {
+                out.push((at, x.min(size)));
+            }
+            at = at.max(y);
+        }
+        if at < size {
+            out.push((at, size));
+        }
+        out
     }
 
     /// Every byte of `[a, b)` is in or being fetched.
@@ -561,6 +592,10 @@ pub struct Core {
     http_reqs: HashMap<u64, (RenditionId, Seq)>,
     next_req: u64,
     http_rate: f64,
+    /// HTTP request → first byte, ms (EWMA of what was measured; 0 until
+    /// then). A fallback starts this much earlier: on an uplink busy with
+    /// uploads the request and its acknowledgements queue behind them.
+    http_latency: f64,
     uploads: usize,
     budget_tokens: f64,
     budget_at: Millis,
@@ -616,6 +651,7 @@ impl Core {
             http_reqs: HashMap::new(),
             next_req: 1,
             http_rate,
+            http_latency: 0.0,
             uploads: 0,
             budget_tokens: cfg.upload_budget as f64,
             budget_at: 0,
@@ -1418,6 +1454,10 @@ impl Core {
             return;
         };
         let at = job.next;
+        if at == job.from && !data.is_empty() {
+            let sample = now.saturating_sub(job.started) as f64;
+            self.http_latency = 0.7 * self.http_latency + 0.3 * sample;
+        }
         let n = data.len().min(job.end.saturating_sub(at) as usize);
         job.next += n as u64;
         a.write(at, &data[..n], None, 0);
@@ -1680,7 +1720,7 @@ impl Core {
     /// When HTTP must take over `bytes` still to come from a planned
     /// neighbour to meet `deadline`.
     fn http_takes_over(&self, deadline: Millis, bytes: u64) -> Millis {
-        let need = (bytes as f64 / self.http_rate.max(1e-3)).ceil() as Millis;
+        let need = (bytes as f64 / self.http_rate.max(1e-3) + self.http_latency).ceil() as Millis;
         deadline.saturating_sub(self.cfg.margin_ms + need)
     }
 
@@ -1713,7 +1753,7 @@ impl Core {
             return 0;
         }
         let missing = a.missing_bytes(seg.meta.size) as f64;
-        let need = (missing / self.http_rate.max(1e-3)).ceil() as Millis;
+        let need = (missing / self.http_rate.max(1e-3) + self.http_latency).ceil() as Millis;
         seg.deadline.saturating_sub(self.cfg.margin_ms + need)
     }
 
@@ -1768,13 +1808,15 @@ impl Core {
             return;
         };
         let http_rate = self.http_rate.max(1e-3);
+        let http_latency = self.http_latency;
         let too_slow = |job: &PeerJob| {
             let remaining = (job.end - job.next) as f64;
             match job.first_byte {
                 // A planned stripe waits for its source's own copy, until
                 // HTTP must take over.
                 None if job.planned => {
-                    now + margin + (remaining / http_rate).ceil() as Millis >= deadline
+                    now + margin + (remaining / http_rate + http_latency).ceil() as Millis
+                        >= deadline
                 }
                 None => {
                     now.saturating_sub(job.started) >= FIRST_BYTE_MS || now + margin >= deadline
@@ -1889,7 +1931,19 @@ impl Core {
         }
         let http_idle = a.http.is_none();
         if now >= http_at && http_idle {
-            return self.start_http(now, r, seq, from, gap_end);
+            // One request for the gaps left (a plan's stripes given up
+            // together would otherwise go one request after another, one
+            // round trip each, at the deadline), unless the bytes already
+            // in between outweigh the gaps.
+            let mut to = gap_end;
+            for (x, y) in a.gaps(size).into_iter().skip(1) {
+                let job_between = a.jobs.iter().any(|j| j.next < x && j.end > to);
+                if job_between || a.got.total_within(from, y) * 2 > y - from {
+                    break;
+                }
+                to = y;
+            }
+            return self.start_http(now, r, seq, from, to);
         }
         false
     }

@@ -998,3 +998,30 @@ fn a_relay_whose_planned_source_is_gone_fetches_the_stripe_at_once() {
         .sum();
     assert_eq!(http, 2 * half);
 }
+
+/// Both planned sources of `v` are too slow for the deadline: `v` gives
+/// both stripes up and fetches what is left of them in one HTTP request
+/// (one round trip at the deadline, not one per stripe), in time.
+#[test]
+fn stripes_given_up_together_come_back_in_one_http_request() {
+    let mut sim = Sim::new();
+    sim.add("p", viewer(), Behaviour::Slow(100));
+    sim.add("q", viewer(), Behaviour::Slow(100));
+    sim.add("v", viewer(), Behaviour::Honest);
+    sim.connect("p", "v");
+    sim.connect("q", "v");
+    plan(&mut sim, "p", &[None, None], &["v"]);
+    plan(&mut sim, "q", &[None, None], &["v"]);
+    plan(&mut sim, "v", &[Some("p"), Some("q")], &[]);
+    let size = 40 * BLOCK_SIZE as usize;
+    let meta = sim.publish_record(segment_with_blocks(0, size), &[]);
+    sim.run(10_000);
+    let n = sim.node("v");
+    assert_eq!(n.completed.len(), 1);
+    let (m, data, source, t) = &n.completed[0];
+    assert!(m.id == meta.id && m.matches(data));
+    assert_eq!(*source, Source::Mixed);
+    assert!(*t < 4000, "completed at {t} ms");
+    assert!(n.core.stats().p2p_bytes > 0);
+    assert_eq!(n.http_gets.len(), 1, "{:?}", n.http_gets);
+}

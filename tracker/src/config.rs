@@ -96,8 +96,11 @@ pub struct Config {
     pub stripes: u8,
 
     /// Uplink headroom of the stripe plan: a peer uploading `U` feeds at
-    /// most `U / (headroom × bitrate / stripes)` stripe children.
-    #[arg(long, env = "SWARMCAST_STRIPE_HEADROOM", default_value_t = 1.25)]
+    /// most `U / (headroom × bitrate / stripes)` stripe children. 1.5: on
+    /// shaped links with most uplinks under the bitrate, 1.25 filled them
+    /// and HTTP fallbacks queued behind the uploads (6–8 stalls in 60 s at
+    /// 12 viewers; 1–2 with 1.5; docs/benchmarks/live-event.md).
+    #[arg(long, env = "SWARMCAST_STRIPE_HEADROOM", default_value_t = 1.5)]
     pub stripe_headroom: f64,
 
     /// A first fetcher that has not announced `have` within this many ms is

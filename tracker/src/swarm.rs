@@ -119,7 +119,7 @@ impl Default for SwarmConfig {
             idle_timeout_ms: 30_000,
             ice_servers: Vec::new(),
             stripes: 8,
-            stripe_headroom: 1.25,
+            stripe_headroom: 1.5,
             size_scale: 1,
         }
     }
@@ -2087,7 +2087,7 @@ mod stripe_tests {
     /// plan in which each stripe comes from the origin (the roots) or from
     /// one of its neighbours, following sources from any viewer ends at a
     /// root (a tree, no cycle), no link carries two stripes, no source feeds
-    /// more children than its uplink allows (`3750 / (1.25 × 625)` = 4), and
+    /// more children than its uplink allows (`3750 / (1.5 × 625)` = 4), and
     /// each source is told exactly the children that name it. The browser
     /// gets no plan. Publishing again with the same members sends no plan.
     #[test]

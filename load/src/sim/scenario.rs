@@ -271,7 +271,7 @@ impl Default for TrackerSpec {
             spread_budget_ms: 3000,
             coverage_target: 0.8,
             stripes: 8,
-            stripe_headroom: 1.25,
+            stripe_headroom: 1.5,
         }
     }
 }
