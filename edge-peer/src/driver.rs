@@ -368,7 +368,7 @@ impl Driver {
         // The last report: the tracker's totals then match this peer's own
         // once the session has closed after it.
         self.report(&mut stats, first_segment_ms).await;
-        self.tracker.close(Duration::from_secs(5)).await;
+        self.tracker.close(Duration::from_secs(8)).await;
     }
 
     /// Sends the core's counts to the tracker.

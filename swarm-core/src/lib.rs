@@ -426,8 +426,8 @@ impl Assembly {
         }
     }
 
-    /// The first range of `[0, size)` that is neither in nor being fetched.
-    fn first_gap(&self, size: u64) -> Option<(u64, u64)> {
+    /// Bytes in or being fetched (by a neighbour or HTTP).
+    fn taken(&self) -> Ranges {
         let mut taken = self.got.clone();
         for j in &self.jobs {
             taken.insert(j.next, j.end);
@@ -435,6 +435,12 @@ impl Assembly {
         if let Some(h) = &self.http {
             taken.insert(h.next, h.end);
         }
+        taken
+    }
+
+    /// The first range of `[0, size)` that is neither in nor being fetched.
+    fn first_gap(&self, size: u64) -> Option<(u64, u64)> {
+        let taken = self.taken();
         let mut at = 0;
         for &(x, y) in &taken.0 {
             if at < x {
@@ -447,13 +453,7 @@ impl Assembly {
 
     /// The ranges of `[0, size)` neither in nor being fetched, in order.
     fn gaps(&self, size: u64) -> Vec<(u64, u64)> {
-        let mut taken = self.got.clone();
-        for j in &self.jobs {
-            taken.insert(j.next, j.end);
-        }
-        if let Some(h) = &self.http {
-            taken.insert(h.next, h.end);
-        }
+        let taken = self.taken();
         let mut out = Vec::new();
         let mut at = 0;
         for &(x, y) in &taken.0 {
@@ -470,14 +470,7 @@ impl Assembly {
 
     /// Every byte of `[a, b)` is in or being fetched.
     fn coming(&self, a: u64, b: u64) -> bool {
-        let mut taken = self.got.clone();
-        for j in &self.jobs {
-            taken.insert(j.next, j.end);
-        }
-        if let Some(h) = &self.http {
-            taken.insert(h.next, h.end);
-        }
-        taken.covers(a, b)
+        self.taken().covers(a, b)
     }
 
     /// Bytes still missing.

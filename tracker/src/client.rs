@@ -19,8 +19,12 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-/// How long a closing client waits for the tracker's close.
-const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// How long a closing client waits for the tracker's close. Long: a
+/// client that gives up and closes its socket while the tracker still
+/// sends to it answers with a reset, and the tracker's kernel then drops
+/// what the tracker had not read yet (the last stats report: seen with 2 s
+/// on a loaded machine). `close(within)` bounds what the caller waits.
+const CLOSE_WAIT: Duration = Duration::from_secs(10);
 
 /// How to reach the tracker.
 #[derive(Debug, Clone)]

@@ -216,6 +216,10 @@ struct Peer {
     stats: StatsReport,
     /// When it was last made a first fetcher.
     last_assigned: Option<u64>,
+    /// Most neighbours it keeps: K, more for uplinks above the swarm's mean
+    /// when stripes are planned (it can feed more children than K links
+    /// carry).
+    max_links: u16,
     /// The stripe plan it was last sent (sources, children).
     stripes_sent: Option<(RenditionId, Vec<StripeSource>, Vec<PeerId>)>,
 }
@@ -280,6 +284,10 @@ pub struct Swarm {
     free: Vec<Slot>,
     by_id: HashMap<PeerId, Slot>,
     live: usize,
+    /// Sum of the sharing peers' uplinks, kbit/s, and their count (for the
+    /// mean that sizes each peer's links).
+    up_sum: u64,
+    up_count: u64,
     renditions: BTreeMap<RenditionId, RenditionIdx>,
     out: VecDeque<Output>,
     counters: Counters,
@@ -303,6 +311,8 @@ impl Swarm {
             free: Vec::new(),
             by_id: HashMap::new(),
             live: 0,
+            up_sum: 0,
+            up_count: 0,
             renditions: BTreeMap::new(),
             out: VecDeque::new(),
             counters: Counters::default(),
@@ -377,7 +387,13 @@ impl Swarm {
             *self.counters.refused.entry("overloaded").or_default() += 1;
             return Err(ErrorCode::Overloaded);
         }
+        let max_links = self.max_links_for(req.kind, req.upload_kbps);
+        if req.kind != ClientKind::Publisher {
+            self.up_sum += u64::from(req.upload_kbps);
+            self.up_count += 1;
+        }
         let peer = Peer {
+            max_links,
             id: req.peer_id.clone(),
             kind: req.kind,
             region: req.region.map(Arc::from),
@@ -408,7 +424,7 @@ impl Swarm {
         let welcome = ServerMsg::Welcome {
             peer_id: req.peer_id,
             config: PeerConfig {
-                max_peers: self.cfg.neighbours,
+                max_peers: max_links,
                 window_segments: self.cfg.window_segments,
                 ping_interval_ms: self.cfg.ping_interval_ms,
                 idle_timeout_ms: self.cfg.idle_timeout_ms,
@@ -444,6 +460,10 @@ impl Swarm {
         };
         self.by_id.remove(&peer.id);
         self.live -= 1;
+        if peer.kind != ClientKind::Publisher {
+            self.up_sum = self.up_sum.saturating_sub(u64::from(peer.upload_kbps));
+            self.up_count = self.up_count.saturating_sub(1);
+        }
         self.free.push(slot);
         self.counters.leaves += 1;
         add_stats(&mut self.departed, &peer.stats);
@@ -496,8 +516,9 @@ impl Swarm {
                 Err(_) => self.refuse(slot, ErrorCode::Malformed, "bitmap is not hex"),
             },
             ClientMsg::WantPeers { count } => {
-                let room = usize::from(self.cfg.neighbours)
-                    .saturating_sub(self.peer(slot).map_or(0, |p| p.neighbours.len()));
+                let room = self.peer(slot).map_or(0, |p| {
+                    usize::from(p.max_links).saturating_sub(p.neighbours.len())
+                });
                 let n = usize::from(count).min(room);
                 let got = self.introduce(slot, n);
                 if got == 0 {
@@ -789,11 +810,13 @@ impl Swarm {
         let Some(me) = self.peer(slot) else {
             return Vec::new();
         };
-        let k = usize::from(self.cfg.neighbours);
         let my_region = me.region.clone();
         let mine: Vec<Slot> = me.neighbours.clone();
         let ok = |s: Slot, p: &Peer| {
-            s != slot && p.shares() && p.neighbours.len() < k && !mine.contains(&s)
+            s != slot
+                && p.shares()
+                && p.neighbours.len() < usize::from(p.max_links)
+                && !mine.contains(&s)
         };
         let mut candidates: Vec<Slot> = if self.live <= self.cfg.selection_sample + 1 {
             self.peers
@@ -838,7 +861,7 @@ impl Swarm {
                 if my_region.is_some() && p.region == my_region {
                     score += 4.0;
                 }
-                score += 2.0 * (1.0 - p.neighbours.len() as f64 / k.max(1) as f64);
+                score += 2.0 * (1.0 - p.neighbours.len() as f64 / f64::from(p.max_links.max(1)));
                 score += 2.0 * f64::from(p.upload_kbps) / f64::from(max_up);
                 if !recent.is_empty() {
                     let lacks = recent
@@ -1002,6 +1025,20 @@ impl Swarm {
                 }),
             });
         }
+    }
+
+    /// K links, or with stripes planned and an uplink above the swarm's
+    /// mean, K × uplink / mean (at most 4K): in a swarm of mostly thin
+    /// uplinks the few broadband peers can feed dozens of stripe children,
+    /// and a stripe travels only over a link.
+    fn max_links_for(&self, kind: ClientKind, upload_kbps: u32) -> u16 {
+        let k = self.cfg.neighbours.max(1);
+        if self.cfg.stripes == 0 || kind == ClientKind::Publisher || self.up_count == 0 {
+            return k;
+        }
+        let mean = (self.up_sum / self.up_count).max(1) as f64;
+        let scaled = (f64::from(k) * f64::from(upload_kbps) / mean).round();
+        (scaled as u16).clamp(k, k.saturating_mul(4))
     }
 
     /// Plans the stripes of rendition `r` over `pool` with `roots` roots per
@@ -1519,7 +1556,7 @@ mod tests {
     }
 
     /// Every output as (recipient, message), one row per recipient.
-    fn drain(sw: &mut Swarm) -> Vec<(Slot, ServerMsg)> {
+    pub(super) fn drain(sw: &mut Swarm) -> Vec<(Slot, ServerMsg)> {
         let mut v = Vec::new();
         while let Some(o) = sw.poll_output() {
             let msg = ServerMsg::decode(std::str::from_utf8(&o.text).unwrap()).unwrap();
@@ -2006,7 +2043,7 @@ mod stripe_tests {
     }
 
     fn striped_meta(seq: u64) -> SegmentMeta {
-        // 2.5 Mb/s: 625,000 bytes per 2-s segment, 10 blocks of 64 KiB.
+        // 2.5 Mb/s: 625,000 bytes per 2-s segment.
         let data = vec![seq as u8; 625_000];
         SegmentMeta {
             id: SegmentId::new(StreamId::new("s").unwrap(), r(), seq),
@@ -2018,17 +2055,63 @@ mod stripe_tests {
         }
     }
 
-    /// Every (recipient, message) queued, one row per recipient.
-    fn drain(sw: &mut Swarm) -> Vec<(Slot, ServerMsg)> {
-        let mut v = Vec::new();
-        while let Some(o) = sw.poll_output() {
-            let msg = ServerMsg::decode(std::str::from_utf8(&o.text).unwrap()).unwrap();
-            match o.to {
-                Recipients::One(s) => v.push((s, msg)),
-                Recipients::Many(ss) => v.extend(ss.into_iter().map(|s| (s, msg.clone()))),
-            }
+    use super::tests::drain;
+
+    fn join_as(sw: &mut Swarm, id: &str, kind: ClientKind, upload_kbps: u32) -> Slot {
+        let req = JoinRequest {
+            peer_id: PeerId::new(id).unwrap(),
+            kind,
+            region: None,
+            upload_kbps,
+        };
+        sw.join(0, req).unwrap()
+    }
+
+    /// The publisher publishes segment `seq` at `at`; every message queued.
+    fn publish(sw: &mut Swarm, origin: Slot, at: u64, seq: u64) -> Vec<(Slot, ServerMsg)> {
+        let meta = striped_meta(seq);
+        sw.handle(at, origin, ClientMsg::Publish { meta });
+        drain(sw)
+    }
+
+    /// With stripes, a peer whose uplink is above the swarm's mean keeps
+    /// more links (K × uplink / mean, at most 4K): a broadband peer among
+    /// thin uplinks is told so in its welcome and ends up with more than K
+    /// neighbours; thin ones keep K.
+    #[test]
+    fn broadband_peers_keep_more_links_when_stripes_are_planned() {
+        let mut sw = Swarm::new(StreamId::new("s").unwrap(), SwarmConfig::default(), 5);
+        for i in 0..20 {
+            join_as(&mut sw, &format!("thin{i}"), ClientKind::Native, 2000);
         }
-        v
+        let wide = join_as(&mut sw, "wide", ClientKind::Native, 10_000);
+        let welcome = drain(&mut sw).into_iter().find_map(|(s, m)| match m {
+            ServerMsg::Welcome { config, .. } if s == wide => Some(config.max_peers),
+            _ => None,
+        });
+        assert_eq!(welcome, Some(32), "8 × 10,000 / 2,000, at most 4 × 8");
+        for i in 20..200 {
+            join_as(&mut sw, &format!("thin{i}"), ClientKind::Native, 2000);
+        }
+        let links = |id: &str| {
+            let s = sw.slot_of(&PeerId::new(id).unwrap()).unwrap();
+            sw.peer(s).unwrap().neighbours.len()
+        };
+        assert!(links("wide") > 8, "wide has {} links", links("wide"));
+        assert!((0..200).all(|i| links(&format!("thin{i}")) <= 8));
+        // Without stripes every peer keeps K.
+        let cfg = SwarmConfig {
+            stripes: 0,
+            ..SwarmConfig::default()
+        };
+        let mut plain = Swarm::new(StreamId::new("s").unwrap(), cfg, 5);
+        join_as(&mut plain, "thin", ClientKind::Native, 2000);
+        let w = join_as(&mut plain, "wide", ClientKind::Native, 10_000);
+        let k = drain(&mut plain).into_iter().find_map(|(s, m)| match m {
+            ServerMsg::Welcome { config, .. } if s == w => Some(config.max_peers),
+            _ => None,
+        });
+        assert_eq!(k, Some(8));
     }
 
     /// Three viewers, eight stripes: every stripe still has a root, and the
@@ -2040,32 +2123,13 @@ mod stripe_tests {
             ..SwarmConfig::default()
         };
         let mut sw = Swarm::new(StreamId::new("s").unwrap(), cfg, 3);
-        let join = |sw: &mut Swarm, id: &str, kind| {
-            sw.join(
-                0,
-                JoinRequest {
-                    peer_id: PeerId::new(id).unwrap(),
-                    kind,
-                    region: None,
-                    upload_kbps: 10_000,
-                },
-            )
-            .unwrap()
-        };
-        let origin = join(&mut sw, "origin", ClientKind::Publisher);
+        let origin = join_as(&mut sw, "origin", ClientKind::Publisher, 0);
         for i in 0..3 {
-            join(&mut sw, &format!("v{i}"), ClientKind::Native);
+            join_as(&mut sw, &format!("v{i}"), ClientKind::Native, 10_000);
         }
         drain(&mut sw);
-        sw.handle(
-            10,
-            origin,
-            ClientMsg::Publish {
-                meta: striped_meta(1),
-            },
-        );
         let mut origin_of = [0u32; 8];
-        for (_, m) in drain(&mut sw) {
+        for (_, m) in publish(&mut sw, origin, 10, 1) {
             if let ServerMsg::Stripes { sources, .. } = m {
                 let own: Vec<usize> = (0..8)
                     .filter(|&k| sources[k] == StripeSource::Origin)
@@ -2099,37 +2163,17 @@ mod stripe_tests {
             ..SwarmConfig::default()
         };
         let mut sw = Swarm::new(StreamId::new("s").unwrap(), cfg, 7);
-        let origin = sw
-            .join(
-                0,
-                JoinRequest {
-                    peer_id: PeerId::new("origin").unwrap(),
-                    kind: ClientKind::Publisher,
-                    region: None,
-                    upload_kbps: 0,
-                },
-            )
-            .unwrap();
-        let mut viewers = Vec::new();
-        for i in 0..61 {
-            let kind = if i == 60 {
-                ClientKind::Browser
-            } else {
-                ClientKind::Native
-            };
-            let s = sw
-                .join(
-                    0,
-                    JoinRequest {
-                        peer_id: PeerId::new(format!("v{i}")).unwrap(),
-                        kind,
-                        region: None,
-                        upload_kbps: 3750,
-                    },
-                )
-                .unwrap();
-            viewers.push(s);
-        }
+        let origin = join_as(&mut sw, "origin", ClientKind::Publisher, 0);
+        let viewers: Vec<Slot> = (0..61)
+            .map(|i| {
+                let kind = if i == 60 {
+                    ClientKind::Browser
+                } else {
+                    ClientKind::Native
+                };
+                join_as(&mut sw, &format!("v{i}"), kind, 3750)
+            })
+            .collect();
         for &v in &viewers {
             let have = ClientMsg::Have {
                 segments: vec![SegmentRef {
@@ -2140,14 +2184,7 @@ mod stripe_tests {
             sw.handle(0, v, have);
         }
         drain(&mut sw);
-        sw.handle(
-            10,
-            origin,
-            ClientMsg::Publish {
-                meta: striped_meta(1),
-            },
-        );
-        let out = drain(&mut sw);
+        let out = publish(&mut sw, origin, 10, 1);
         let mut plans: HashMap<Slot, (Vec<StripeSource>, Vec<PeerId>)> = HashMap::new();
         for (s, m) in &out {
             if let ServerMsg::Stripes {
@@ -2225,14 +2262,7 @@ mod stripe_tests {
             .count();
         assert!(planned >= 200, "{planned} of 240 stripes planned");
         // Same members, next segment: the plans stand, none is sent again.
-        sw.handle(
-            2010,
-            origin,
-            ClientMsg::Publish {
-                meta: striped_meta(2),
-            },
-        );
-        let again = drain(&mut sw);
+        let again = publish(&mut sw, origin, 2010, 2);
         assert!(
             !again
                 .iter()

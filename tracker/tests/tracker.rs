@@ -548,7 +548,7 @@ async fn a_closing_client_delivers_its_last_report_first() {
         }))
         .await
         .unwrap();
-        h.close(Duration::from_secs(5)).await;
+        h.close(Duration::from_secs(10)).await;
     });
     futures_util::future::join_all(leaving).await;
     let s = t.stats("bye").await;
