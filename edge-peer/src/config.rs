@@ -77,9 +77,11 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_ICE_INTERVAL_MS", default_value_t = 20)]
     pub ice_interval_ms: u64,
 
-    /// Most neighbours (data channels) at once.
-    #[arg(long, env = "SWARMCAST_MAX_PEERS", default_value_t = 8)]
-    pub max_peers: usize,
+    /// Most neighbours (data channels) at once; without it, as many as the
+    /// tracker's welcome says (8 by default; more for an uplink above the
+    /// swarm's mean, which can feed more stripe children).
+    #[arg(long, env = "SWARMCAST_MAX_PEERS")]
+    pub max_peers: Option<usize>,
 
     /// The swarm switched off: every segment over HTTP as soon as it is
     /// published, no neighbours (the reference a benchmark compares with).

@@ -27,6 +27,10 @@ use crate::local::{Cache, PlayerEvent};
 
 /// The core's counters exported as Prometheus counters, in the order of
 /// the driver's report.
+/// Links an edge takes on the tracker's word at most (the tracker's own
+/// ceiling is 4 × its K of 8).
+pub const MAX_LINKS: usize = 32;
+
 const CORE_COUNTERS: [&str; 5] = [
     "swarmcast_edge_late_segments_total",
     "swarmcast_edge_hash_failures_total",
@@ -52,6 +56,8 @@ pub struct Driver {
     pub runtime: Arc<BigBufRuntime>,
     /// Most neighbours at once.
     pub max_links: usize,
+    /// `max_links` follows the tracker's welcome (no `--max-peers`).
+    pub links_from_tracker: bool,
     /// The swarm switched off: fetch every segment over HTTP on publish.
     pub http_only: bool,
     /// The stream.
@@ -102,6 +108,9 @@ impl Driver {
                     Some(Event::Connected(cfg)) => {
                         info!("joined the tracker");
                         tracker_up = true;
+                        if self.links_from_tracker {
+                            self.max_links = usize::from(cfg.max_peers).clamp(1, MAX_LINKS);
+                        }
                         self.link_cfg.ice_servers = cfg.ice_servers;
                     }
                     Some(Event::Disconnected { reason, fatal }) => {

@@ -21,6 +21,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use swarmcast_proto::tracker::{ClientKind, Hello};
+
+/// Links before the tracker's welcome says how many (and with `--no-swarm`
+/// unset and no `--max-peers`).
+const DEFAULT_MAX_LINKS: usize = 8;
 use swarmcast_proto::{PeerId, RenditionId, StreamId};
 use swarmcast_swarm_core::{Core, CoreConfig};
 use tokio_util::sync::CancellationToken;
@@ -120,7 +124,12 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             high_water: link::high_water_for(config.upload_kbps),
         },
         runtime: Arc::new(link::BigBufRuntime::new(config.udp_buffer)),
-        max_links: if config.no_swarm { 0 } else { config.max_peers },
+        max_links: if config.no_swarm {
+            0
+        } else {
+            config.max_peers.unwrap_or(DEFAULT_MAX_LINKS)
+        },
+        links_from_tracker: !config.no_swarm && config.max_peers.is_none(),
         http_only: config.no_swarm,
         stream: hello_stream,
         renditions: if config.relay {

@@ -549,18 +549,35 @@ fn authorize(
     Ok(())
 }
 
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, OriginError> {
-    match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(OriginError::TooLarge { limit })
+/// Reads a request body of at most `limit` bytes. A larger one is refused,
+/// but read on (and dropped) up to [`DRAIN_MAX`] more bytes first: a server
+/// that answers while the client is still sending, then closes, resets the
+/// connection, and the client sees the reset instead of the 413.
+async fn read_body(mut body: Body, limit: usize) -> Result<Bytes, OriginError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut over = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| OriginError::Body(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if over == 0 && buf.len() + data.len() <= limit {
+            buf.extend_from_slice(&data);
+            continue;
         }
-        Err(e) => Err(OriginError::Body(e.to_string())),
+        over += data.len();
+        if over > DRAIN_MAX {
+            break;
+        }
     }
+    if over > 0 {
+        return Err(OriginError::TooLarge { limit });
+    }
+    Ok(buf.freeze())
 }
+
+/// Bytes of a refused body read and dropped before the answer.
+const DRAIN_MAX: usize = 8 * 1024 * 1024;
 
 /// `name.ext` with a plain name; returns the extension.
 fn file_ext(file: &str) -> Result<&str, OriginError> {
