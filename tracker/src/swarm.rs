@@ -953,7 +953,7 @@ impl Swarm {
         let planned = self.first_fetcher_count(population, wanted);
         // Stripes go to peers that speak them (native peers and relays);
         // browsers fetch as before, from them or HTTP.
-        let striped: Vec<Slot> = if self.cfg.stripes > 0 && meta.block_hashes().is_some() {
+        let mut striped: Vec<Slot> = if self.cfg.stripes > 0 && meta.block_hashes().is_some() {
             pool.iter()
                 .copied()
                 .filter(|&s| {
@@ -964,6 +964,14 @@ impl Swarm {
         } else {
             Vec::new()
         };
+        // Browsers take no part in the trees: where they are the majority,
+        // whole-segment first fetchers among everyone serve them better
+        // (each stays a source for the others), and plans already sent are
+        // withdrawn.
+        if striped.len() * 2 < pool.len() {
+            striped.clear();
+            self.withdraw_stripes(r, pool);
+        }
         // Whole-segment first fetchers, or the roots of the stripes (each
         // fetches its stripe, told in its plan: no `fetch`).
         let (chosen, roots) = if striped.is_empty() {
@@ -1024,6 +1032,32 @@ impl Swarm {
                     meta: (*meta).clone(),
                 }),
             });
+        }
+    }
+
+    /// Tells the peers of `pool` that still have a stripe plan for `r` that
+    /// it no longer stands (every stripe `swarm`, no children).
+    fn withdraw_stripes(&mut self, r: RenditionId, pool: &[Slot]) {
+        let n = usize::from(self.cfg.stripes.max(1));
+        for &v in pool {
+            let Some(p) = self.peer_mut(v) else { continue };
+            let planned = p.stripes_sent.as_ref().is_some_and(|(x, sources, kids)| {
+                *x == r && (!kids.is_empty() || sources.iter().any(|s| *s != StripeSource::Swarm))
+            });
+            if !planned {
+                continue;
+            }
+            let sources = vec![StripeSource::Swarm; n];
+            p.stripes_sent = Some((r, sources.clone(), Vec::new()));
+            self.counters.stripe_plans_sent += 1;
+            self.send(
+                v,
+                &ServerMsg::Stripes {
+                    rendition: r,
+                    sources,
+                    children: Vec::new(),
+                },
+            );
         }
     }
 
@@ -2112,6 +2146,53 @@ mod stripe_tests {
             _ => None,
         });
         assert_eq!(k, Some(8));
+    }
+
+    /// Four native viewers get plans; once browsers are the majority the
+    /// plans are withdrawn (every stripe `swarm`) and whole-segment first
+    /// fetchers come back.
+    #[test]
+    fn plans_give_way_to_first_fetchers_where_browsers_are_the_majority() {
+        let mut sw = Swarm::new(StreamId::new("s").unwrap(), SwarmConfig::default(), 9);
+        let origin = join_as(&mut sw, "origin", ClientKind::Publisher, 0);
+        for i in 0..4 {
+            join_as(&mut sw, &format!("n{i}"), ClientKind::Native, 10_000);
+        }
+        drain(&mut sw);
+        let out = publish(&mut sw, origin, 10, 1);
+        let plans = |out: &[(Slot, ServerMsg)]| -> Vec<Vec<StripeSource>> {
+            out.iter()
+                .filter_map(|(_, m)| match m {
+                    ServerMsg::Stripes { sources, .. } => Some(sources.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        assert_eq!(plans(&out).len(), 4);
+        assert!(
+            !out.iter()
+                .any(|(_, m)| matches!(m, ServerMsg::Fetch { .. }))
+        );
+        for i in 0..5 {
+            join_as(&mut sw, &format!("b{i}"), ClientKind::Browser, 10_000);
+        }
+        drain(&mut sw);
+        let out = publish(&mut sw, origin, 2010, 2);
+        let withdrawn = plans(&out);
+        assert_eq!(withdrawn.len(), 4);
+        assert!(
+            withdrawn
+                .iter()
+                .flatten()
+                .all(|s| *s == StripeSource::Swarm)
+        );
+        assert!(
+            out.iter()
+                .any(|(_, m)| matches!(m, ServerMsg::Fetch { .. }))
+        );
+        // Withdrawn once, not again.
+        let out = publish(&mut sw, origin, 4010, 3);
+        assert!(plans(&out).is_empty());
     }
 
     /// Three viewers, eight stripes: every stripe still has a root, and the
