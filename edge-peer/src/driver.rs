@@ -25,12 +25,12 @@ use crate::fetch::{Fetcher, HttpEvent};
 use crate::link::{self, BigBufRuntime, LinkCmd, LinkConfig, LinkEvent, LinkHandle};
 use crate::local::{Cache, PlayerEvent};
 
-/// The core's counters exported as Prometheus counters, in the order of
-/// the driver's report.
 /// Links an edge takes on the tracker's word at most (the tracker's own
 /// ceiling is 4 × its K of 8).
 pub const MAX_LINKS: usize = 32;
 
+/// The core's counters exported as Prometheus counters, in the order of
+/// the driver's report.
 const CORE_COUNTERS: [&str; 5] = [
     "swarmcast_edge_late_segments_total",
     "swarmcast_edge_hash_failures_total",

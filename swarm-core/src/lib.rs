@@ -621,8 +621,11 @@ const HOLD_MS: Millis = 2000;
 /// Requests held at once.
 const MAX_HELD: usize = 64;
 /// Streams of bytes still on their way at once (beyond the upload slots:
-/// the plan's stripes; the tracker plans them within the uplink).
-const MAX_EARLY_STREAMS: usize = 16;
+/// the plan's stripes; the tracker plans them within the uplink, up to 4
+/// children per stripe, and two or three segments overlap). 16 refused a
+/// broadband peer's children past the 16th: the mobile scenario (1,000,
+/// 120 s) went from 78.1 % to 88.5 % offload with 128.
+const MAX_EARLY_STREAMS: usize = 128;
 
 /// How long a neighbour that answered `busy` is not asked again.
 const BUSY_BACKOFF_MS: Millis = 500;

@@ -1094,7 +1094,10 @@ impl Swarm {
         const ORIGIN: u32 = u32::MAX - 1;
         let n = usize::from(self.cfg.stripes);
         let slots = self.peers.len();
-        let bitrate_kbps = (meta.size.saturating_mul(self.cfg.size_scale.max(1)) * 8) as f64
+        let bitrate_kbps = (meta
+            .size
+            .saturating_mul(self.cfg.size_scale.max(1))
+            .saturating_mul(8)) as f64
             / f64::from(meta.duration_ms.max(1));
         let per_child = (self.cfg.stripe_headroom.max(0.1) * bitrate_kbps / n as f64).max(1.0);
         let mut in_pool = vec![false; slots];
@@ -1142,6 +1145,15 @@ impl Swarm {
         for k in 1..n {
             if kept[k].is_empty() {
                 if let Some(&s) = kept[k - 1].first() {
+                    kept[k].push(s);
+                }
+            }
+        }
+        // And the stripes before the first root (its roots left): the
+        // root of the next stripe takes them.
+        for k in (0..n.saturating_sub(1)).rev() {
+            if kept[k].is_empty() {
+                if let Some(&s) = kept[k + 1].first() {
                     kept[k].push(s);
                 }
             }
