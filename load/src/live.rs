@@ -713,18 +713,7 @@ pub async fn run_event(
 /// stats, counted from the `before` snapshot of the metrics (one process
 /// may run several events).
 async fn totals(client: &reqwest::Client, event: &Event, before: &str) -> Totals {
-    let text = match client
-        .get(format!("http://{}/metrics", event.origin))
-        .send()
-        .await
-    {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(e) => {
-            tracing::warn!(error = %e, "origin metrics unavailable");
-            String::new()
-        }
-    };
-    let text = text + &event.edge_metrics(client).await;
+    let text = scrape(client, event.origin, "origin").await + &event.edge_metrics(client).await;
     let diff = |name: &str, labels: &[(&str, &str)]| {
         (metric_sum(&text, name, labels) - metric_sum(before, name, labels)).max(0.0) as u64
     };
@@ -739,14 +728,7 @@ async fn totals(client: &reqwest::Client, event: &Event, before: &str) -> Totals
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     // The event's own tracker: its counters start at zero.
-    let tracker_text = match client
-        .get(format!("http://{}/metrics", event.tracker))
-        .send()
-        .await
-    {
-        Ok(r) => r.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
-    };
+    let tracker_text = scrape(client, event.tracker, "tracker").await;
     Totals {
         tracker_stripe_plans: metric_sum(
             &tracker_text,
@@ -764,6 +746,17 @@ async fn totals(client: &reqwest::Client, event: &Event, before: &str) -> Totals
         tracker_http_bytes: s.http_bytes,
         tracker_p2p_bytes: s.p2p_bytes,
         tracker_uploaded_bytes: s.uploaded_bytes,
+    }
+}
+
+/// A service's `/metrics` text (empty, and a warning, when unreachable).
+async fn scrape(client: &reqwest::Client, addr: SocketAddr, what: &str) -> String {
+    match client.get(format!("http://{addr}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => {
+            tracing::warn!(error = %e, "{what} metrics unavailable");
+            String::new()
+        }
     }
 }
 

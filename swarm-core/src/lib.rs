@@ -468,11 +468,6 @@ impl Assembly {
         out
     }
 
-    /// Every byte of `[a, b)` is in or being fetched.
-    fn coming(&self, a: u64, b: u64) -> bool {
-        self.taken().covers(a, b)
-    }
-
     /// Bytes still missing.
     fn missing_bytes(&self, size: u64) -> u64 {
         size.saturating_sub(self.got.total())
@@ -1716,8 +1711,13 @@ impl Core {
     /// When HTTP must take over `bytes` still to come from a planned
     /// neighbour to meet `deadline`.
     fn http_takes_over(&self, deadline: Millis, bytes: u64) -> Millis {
-        let need = (bytes as f64 / self.http_rate.max(1e-3) + self.http_latency).ceil() as Millis;
-        deadline.saturating_sub(self.cfg.margin_ms + need)
+        http_takes_over(
+            deadline,
+            self.cfg.margin_ms,
+            bytes,
+            self.http_rate,
+            self.http_latency,
+        )
     }
 
     /// Checks progress and deadlines.
@@ -1748,9 +1748,7 @@ impl Core {
         if seg.first_fetch {
             return 0;
         }
-        let missing = a.missing_bytes(seg.meta.size) as f64;
-        let need = (missing / self.http_rate.max(1e-3) + self.http_latency).ceil() as Millis;
-        seg.deadline.saturating_sub(self.cfg.margin_ms + need)
+        self.http_takes_over(seg.deadline, a.missing_bytes(seg.meta.size))
     }
 
     /// The scheduler: runs after every input.
@@ -1803,16 +1801,15 @@ impl Core {
         let Status::Missing(a) = &mut seg.status else {
             return;
         };
-        let http_rate = self.http_rate.max(1e-3);
-        let http_latency = self.http_latency;
+        let (http_rate, http_latency) = (self.http_rate, self.http_latency);
         let too_slow = |job: &PeerJob| {
             let remaining = (job.end - job.next) as f64;
             match job.first_byte {
                 // A planned stripe waits for its source's own copy, until
                 // HTTP must take over.
                 None if job.planned => {
-                    now + margin + (remaining / http_rate + http_latency).ceil() as Millis
-                        >= deadline
+                    let bytes = job.end - job.next;
+                    now >= http_takes_over(deadline, margin, bytes, http_rate, http_latency)
                 }
                 None => {
                     now.saturating_sub(job.started) >= FIRST_BYTE_MS || now + margin >= deadline
@@ -1854,10 +1851,14 @@ impl Core {
         };
         // Bytes the plan's children wait for that nothing brings any more
         // (their source failed): HTTP at once, or the whole subtree waits.
-        let orphaned = a
-            .streams
-            .iter()
-            .any(|st| st.early && st.next < st.end && !a.coming(st.next, st.end));
+        let waiting = |st: &&Stream| st.early && st.next < st.end;
+        let orphaned = a.streams.iter().any(|st| waiting(&st)) && {
+            let taken = a.taken();
+            a.streams
+                .iter()
+                .filter(waiting)
+                .any(|st| !taken.covers(st.next, st.end))
+        };
         let http_at = if orphaned {
             now
         } else {
@@ -2012,6 +2013,19 @@ impl Core {
         });
         true
     }
+}
+
+/// When HTTP must start to bring `bytes` by `deadline − margin`, at `rate`
+/// bytes per ms after a first byte `latency` ms after the request.
+fn http_takes_over(
+    deadline: Millis,
+    margin: Millis,
+    bytes: u64,
+    rate: f64,
+    latency: f64,
+) -> Millis {
+    let need = (bytes as f64 / rate.max(1e-3) + latency).ceil() as Millis;
+    deadline.saturating_sub(margin + need)
 }
 
 /// Uploads allowed at once for a segment of `size` bytes lasting

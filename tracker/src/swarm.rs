@@ -1040,24 +1040,12 @@ impl Swarm {
     fn withdraw_stripes(&mut self, r: RenditionId, pool: &[Slot]) {
         let n = usize::from(self.cfg.stripes.max(1));
         for &v in pool {
-            let Some(p) = self.peer_mut(v) else { continue };
-            let planned = p.stripes_sent.as_ref().is_some_and(|(x, sources, kids)| {
-                *x == r && (!kids.is_empty() || sources.iter().any(|s| *s != StripeSource::Swarm))
-            });
-            if !planned {
-                continue;
+            let had = self
+                .peer(v)
+                .is_some_and(|p| p.stripes_sent.as_ref().is_some_and(|(x, _, _)| *x == r));
+            if had {
+                self.send_plan(v, r, vec![StripeSource::Swarm; n], Vec::new());
             }
-            let sources = vec![StripeSource::Swarm; n];
-            p.stripes_sent = Some((r, sources.clone(), Vec::new()));
-            self.counters.stripe_plans_sent += 1;
-            self.send(
-                v,
-                &ServerMsg::Stripes {
-                    rendition: r,
-                    sources,
-                    children: Vec::new(),
-                },
-            );
         }
     }
 
@@ -1228,25 +1216,36 @@ impl Swarm {
                         }),
                 })
                 .collect();
-            let Some(p) = self.peer_mut(v) else { continue };
-            if p.stripes_sent
-                .as_ref()
-                .is_some_and(|(x, old, c)| *x == r && *old == sources && *c == kids)
-            {
-                continue;
-            }
-            p.stripes_sent = Some((r, sources.clone(), kids.clone()));
-            self.counters.stripe_plans_sent += 1;
-            self.send(
-                v,
-                &ServerMsg::Stripes {
-                    rendition: r,
-                    sources,
-                    children: kids,
-                },
-            );
+            self.send_plan(v, r, sources, kids);
         }
         all_roots
+    }
+
+    /// Sends peer `v` its stripe plan for `r`, unless it has it already.
+    fn send_plan(
+        &mut self,
+        v: Slot,
+        r: RenditionId,
+        sources: Vec<StripeSource>,
+        kids: Vec<PeerId>,
+    ) {
+        let Some(p) = self.peer_mut(v) else { return };
+        if p.stripes_sent
+            .as_ref()
+            .is_some_and(|(x, old, c)| *x == r && *old == sources && *c == kids)
+        {
+            return;
+        }
+        p.stripes_sent = Some((r, sources.clone(), kids.clone()));
+        self.counters.stripe_plans_sent += 1;
+        self.send(
+            v,
+            &ServerMsg::Stripes {
+                rendition: r,
+                sources,
+                children: kids,
+            },
+        );
     }
 
     /// About one first fetcher per cell of `cell_size` viewers, or more
@@ -1588,7 +1587,13 @@ mod tests {
         RenditionId::new("360p").unwrap()
     }
 
-    fn join(sw: &mut Swarm, id: &str, kind: ClientKind, region: Option<&str>, up: u32) -> Slot {
+    pub(super) fn join(
+        sw: &mut Swarm,
+        id: &str,
+        kind: ClientKind,
+        region: Option<&str>,
+        up: u32,
+    ) -> Slot {
         sw.join(
             0,
             JoinRequest {
@@ -2101,16 +2106,10 @@ mod stripe_tests {
         }
     }
 
-    use super::tests::drain;
+    use super::tests::{drain, join};
 
     fn join_as(sw: &mut Swarm, id: &str, kind: ClientKind, upload_kbps: u32) -> Slot {
-        let req = JoinRequest {
-            peer_id: PeerId::new(id).unwrap(),
-            kind,
-            region: None,
-            upload_kbps,
-        };
-        sw.join(0, req).unwrap()
+        join(sw, id, kind, None, upload_kbps)
     }
 
     /// The publisher publishes segment `seq` at `at`; every message queued.
