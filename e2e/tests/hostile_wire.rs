@@ -52,6 +52,7 @@ async fn hostile_frames_are_rejected_counted_and_the_flooder_dropped() {
         ice_servers: vec![],
         corrupt_uploads: false,
         high_water: link::HIGH_WATER,
+        uploading: Default::default(),
     };
     let runtime = std::sync::Arc::new(BigBufRuntime::new(4 << 20));
     let (ev_tx, mut ev_rx) = tokio::sync::mpsc::channel(1024);

@@ -122,6 +122,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ice_servers: Vec::new(),
             corrupt_uploads: config.corrupt_uploads,
             high_water: link::high_water_for(config.upload_kbps),
+            uploading: Arc::default(),
         },
         runtime: Arc::new(link::BigBufRuntime::new(config.udp_buffer)),
         max_links: if config.no_swarm {

@@ -21,6 +21,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -55,8 +56,9 @@ pub const CHANNEL_PROTOCOL: &str = "swarmcast/1";
 /// Bytes in flight on a channel before uploads wait, at most.
 pub const HIGH_WATER: usize = 2 * 1024 * 1024;
 
-/// Bytes in flight on a channel for an uplink of `upload_kbps`: about
-/// 125 ms of it (64 KiB to [`HIGH_WATER`]). An upload counts as done when
+/// Bytes in flight on a peer's channels together for an uplink of
+/// `upload_kbps`: about 125 ms of it (64 KiB to [`HIGH_WATER`]), shared by
+/// the links uploading at the moment. An upload counts as done when
 /// its last chunk enters the channel; with seconds of the uplink queued
 /// behind it, the next upload starts long before this one arrives, every
 /// transfer of a thin uplink turns slow, and bytes queued for a receiver
@@ -81,9 +83,45 @@ pub struct LinkConfig {
     pub ice_servers: Vec<IceServer>,
     /// Test aid: flip the first byte of every chunk uploaded.
     pub corrupt_uploads: bool,
-    /// Bytes in flight on the channel before uploads wait (see
-    /// [`high_water_for`]).
+    /// Bytes in flight on the peer's channels before uploads wait (see
+    /// [`high_water_for`]), shared by the links uploading at the moment.
     pub high_water: usize,
+    /// How many of the peer's links have uploads queued: each keeps
+    /// `high_water` / that many bytes in flight (at least one chunk), so
+    /// the uplink's queue stays about `high_water` however many children
+    /// it feeds.
+    pub uploading: Arc<AtomicUsize>,
+}
+
+/// Counts a link among the uploading ones while it has uploads queued.
+struct UploadingMark<'a> {
+    count: &'a AtomicUsize,
+    on: bool,
+}
+
+impl UploadingMark<'_> {
+    fn set(&mut self, on: bool) {
+        if on != self.on {
+            if on {
+                self.count.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.on = on;
+        }
+    }
+
+    /// This link's share of the peer's bytes in flight.
+    fn window(&self, high_water: usize) -> usize {
+        let n = self.count.load(Ordering::Relaxed).max(1);
+        (high_water / n).max(swarmcast_proto::wire::MAX_FRAME)
+    }
+}
+
+impl Drop for UploadingMark<'_> {
+    fn drop(&mut self) {
+        self.set(false);
+    }
 }
 
 /// Driver → link.
@@ -398,12 +436,19 @@ async fn run(
     let mut uploads: VecDeque<Upload> = VecDeque::new();
     let setup = tokio::time::sleep(SETUP_TIMEOUT);
     tokio::pin!(setup);
+    let mut mark = UploadingMark {
+        count: &cfg.uploading,
+        on: false,
+    };
     let result: &'static str = loop {
-        // Upload pacing: keep at most `high_water` bytes in flight.
+        // Upload pacing: keep at most this link's share of `high_water`
+        // bytes in flight.
+        mark.set(open && !uploads.is_empty());
         if open && !uploads.is_empty() {
             if let Some(ch) = &dc {
                 let mut out = ch.outstanding_bytes().await?;
-                while out < cfg.high_water {
+                let window = mark.window(cfg.high_water);
+                while out < window {
                     let Some(u) = uploads.front_mut() else { break };
                     let end = (u.next + swarmcast_proto::wire::MAX_CHUNK_DATA).min(u.to);
                     let mut data = u.data.slice(u.next..end);
@@ -550,4 +595,44 @@ async fn run(
     };
     let _ = pc.close().await;
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uploading_links_share_the_window_and_leave_it_when_dropped() {
+        let count = AtomicUsize::new(0);
+        let hw = 256 * 1024;
+        let mut a = UploadingMark {
+            count: &count,
+            on: false,
+        };
+        // Alone (or idle) a link has the whole window.
+        assert_eq!(a.window(hw), hw);
+        a.set(true);
+        a.set(true);
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        assert_eq!(a.window(hw), hw);
+        {
+            let mut b = UploadingMark {
+                count: &count,
+                on: false,
+            };
+            b.set(true);
+            assert_eq!(a.window(hw), hw / 2);
+            assert_eq!(b.window(hw), hw / 2);
+            // A link that stops with uploads queued (an error, the
+            // neighbour gone) gives its share back.
+        }
+        assert_eq!(count.load(Ordering::Relaxed), 1);
+        assert_eq!(a.window(hw), hw);
+        // Never under one chunk, however many links upload.
+        count.store(1000, Ordering::Relaxed);
+        assert_eq!(a.window(hw), swarmcast_proto::wire::MAX_FRAME);
+        count.store(1, Ordering::Relaxed);
+        a.set(false);
+        assert_eq!(count.load(Ordering::Relaxed), 0);
+    }
 }

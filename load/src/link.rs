@@ -128,6 +128,7 @@ fn link_config(cfg: &LinkBench) -> LinkConfig {
         corrupt_uploads: false,
         // The bench measures the link itself: the most in flight.
         high_water: swarmcast_edge::link::HIGH_WATER,
+        uploading: Default::default(),
     }
 }
 
