@@ -220,8 +220,9 @@ struct Peer {
     /// when stripes are planned (it can feed more children than K links
     /// carry).
     max_links: u16,
-    /// The stripe plan it was last sent (sources, children).
-    stripes_sent: Option<(RenditionId, Vec<StripeSource>, Vec<PeerId>)>,
+    /// The stripe plan it was last sent (sources, children), per rendition
+    /// (a relay is in the plan of each).
+    stripes_sent: Vec<(RenditionId, Vec<StripeSource>, Vec<PeerId>)>,
 }
 
 impl Peer {
@@ -406,7 +407,7 @@ impl Swarm {
             },
             stats: StatsReport::default(),
             last_assigned: None,
-            stripes_sent: None,
+            stripes_sent: Vec::new(),
         };
         let slot = match self.free.pop() {
             Some(s) => {
@@ -1042,7 +1043,7 @@ impl Swarm {
         for &v in pool {
             let had = self
                 .peer(v)
-                .is_some_and(|p| p.stripes_sent.as_ref().is_some_and(|(x, _, _)| *x == r));
+                .is_some_and(|p| p.stripes_sent.iter().any(|(x, _, _)| *x == r));
             if had {
                 self.send_plan(v, r, vec![StripeSource::Swarm; n], Vec::new());
             }
@@ -1230,13 +1231,12 @@ impl Swarm {
         kids: Vec<PeerId>,
     ) {
         let Some(p) = self.peer_mut(v) else { return };
-        if p.stripes_sent
-            .as_ref()
-            .is_some_and(|(x, old, c)| *x == r && *old == sources && *c == kids)
-        {
-            return;
+        let plan = (r, sources.clone(), kids.clone());
+        match p.stripes_sent.iter_mut().find(|(x, _, _)| *x == r) {
+            Some(old) if *old == plan => return,
+            Some(old) => *old = plan,
+            None => p.stripes_sent.push(plan),
         }
-        p.stripes_sent = Some((r, sources.clone(), kids.clone()));
         self.counters.stripe_plans_sent += 1;
         self.send(
             v,
@@ -2367,5 +2367,36 @@ mod stripe_tests {
                 .count(),
             61
         );
+    }
+
+    /// A relay is in the plan of each rendition: the plan sent for one
+    /// must not make the other's look new, or every publish re-sends both.
+    #[test]
+    fn plans_of_two_renditions_are_sent_once_each() {
+        let mut sw = Swarm::new(StreamId::new("s").unwrap(), SwarmConfig::default(), 5);
+        let origin = join_as(&mut sw, "origin", ClientKind::Publisher, 0);
+        let relay = join_as(&mut sw, "relay", ClientKind::Relay, 20_000);
+        for i in 0..12 {
+            join_as(&mut sw, &format!("n{i}"), ClientKind::Native, 5000);
+        }
+        drain(&mut sw);
+        let other = RenditionId::new("720p").unwrap();
+        let round = |sw: &mut Swarm, seq: u64| {
+            let mut out = publish(sw, origin, 2000 * seq, seq);
+            let mut meta = striped_meta(seq);
+            meta.id = SegmentId::new(StreamId::new("s").unwrap(), other, seq);
+            sw.handle(2000 * seq + 1, origin, ClientMsg::Publish { meta });
+            out.extend(drain(sw));
+            out.into_iter()
+                .filter_map(|(to, m)| match m {
+                    ServerMsg::Stripes { rendition, .. } => Some((to, rendition)),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        let first = round(&mut sw, 0);
+        assert!(first.contains(&(relay, r())) && first.contains(&(relay, other)));
+        let again = round(&mut sw, 1);
+        assert!(again.is_empty(), "re-sent: {again:?}");
     }
 }
