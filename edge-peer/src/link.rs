@@ -488,6 +488,8 @@ async fn run(
             }
         }
         let waiting = open && !uploads.is_empty();
+        // An idle link leaves the share at once, not at its next event.
+        mark.set(waiting);
         tokio::select! {
             _ = stop.cancelled() => break "closed by us",
             _ = &mut setup, if !open => break "setup timed out",
