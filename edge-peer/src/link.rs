@@ -443,8 +443,9 @@ async fn run(
     let result: &'static str = loop {
         // Upload pacing: keep at most this link's share of `high_water`
         // bytes in flight.
-        mark.set(open && !uploads.is_empty());
-        if open && !uploads.is_empty() {
+        let busy = open && !uploads.is_empty();
+        mark.set(busy);
+        if busy {
             if let Some(ch) = &dc {
                 let mut out = ch.outstanding_bytes().await?;
                 let window = mark.window(cfg.high_water);

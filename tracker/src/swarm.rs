@@ -1231,11 +1231,11 @@ impl Swarm {
         kids: Vec<PeerId>,
     ) {
         let Some(p) = self.peer_mut(v) else { return };
-        let plan = (r, sources.clone(), kids.clone());
+        // Compared before anything is cloned: most publishes change no plan.
         match p.stripes_sent.iter_mut().find(|(x, _, _)| *x == r) {
-            Some(old) if *old == plan => return,
-            Some(old) => *old = plan,
-            None => p.stripes_sent.push(plan),
+            Some((_, old, c)) if *old == sources && *c == kids => return,
+            Some(old) => *old = (r, sources.clone(), kids.clone()),
+            None => p.stripes_sent.push((r, sources.clone(), kids.clone())),
         }
         self.counters.stripe_plans_sent += 1;
         self.send(
