@@ -116,6 +116,52 @@ impl<T> Calendar<T> {
     }
 }
 
+/// Events of any type in a [`Calendar`]: the events stay in a slab and the
+/// calendar moves their 4-byte slot numbers.
+pub struct Queue<E> {
+    cal: Calendar<u32>,
+    slab: Vec<Option<E>>,
+    free: Vec<u32>,
+}
+
+impl<E> Default for Queue<E> {
+    fn default() -> Self {
+        Self {
+            cal: Calendar::default(),
+            slab: Vec::new(),
+            free: Vec::new(),
+        }
+    }
+}
+
+impl<E> Queue<E> {
+    /// Adds `ev` due at `at` (an `at` in the past is due now).
+    pub fn push(&mut self, at: u64, ev: E) {
+        let slot = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = Some(ev);
+                i
+            }
+            None => {
+                self.slab.push(Some(ev));
+                (self.slab.len() - 1) as u32
+            }
+        };
+        self.cal.push(at, slot);
+    }
+
+    /// The next event and its time.
+    pub fn pop(&mut self) -> Option<(u64, E)> {
+        loop {
+            let (at, slot) = self.cal.pop()?;
+            if let Some(ev) = self.slab[slot as usize].take() {
+                self.free.push(slot);
+                return Some((at, ev));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

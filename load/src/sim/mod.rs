@@ -185,20 +185,93 @@ struct Viewer {
     latency: Ms,
     slot: Option<Slot>,
     present: bool,
-    joined_at: Ms,
-    first_segment: Option<Ms>,
+    play: Playback,
     links: Vec<usize>,
     /// Peer transfers this viewer sends / receives (flow ids).
     up_flows: Vec<u64>,
     down_flows: Vec<u64>,
     timer: Option<Ms>,
+    http_reqs: BTreeMap<u64, u64>,
+}
+
+/// A viewer's network and lifetime, drawn from the scenario (both models
+/// draw in this order, so a seed gives both the same audience).
+struct Drawn {
+    /// Real bytes per ms.
+    up: f64,
+    down: f64,
+    /// One way to the core of the network.
+    latency: Ms,
+    /// Seed of its swarm core.
+    seed: u64,
+    /// When it leaves (`Ms::MAX`: it stays).
+    leave_at: Ms,
+}
+
+impl Drawn {
+    fn new(sc: &Scenario, rng: &mut SmallRng, joined_at: Ms) -> Self {
+        let kbps = |d: &scenario::Dist, rng: &mut SmallRng| {
+            // kbit/s → bytes per ms.
+            d.draw(rng).max(1.0) * 1000.0 / 8.0 / 1000.0
+        };
+        let up = kbps(&sc.network.upload_kbps, rng);
+        let down = kbps(&sc.network.download_kbps, rng);
+        let latency = sc.network.latency_ms.draw(rng).round() as Ms;
+        let seed = rng.random();
+        // Lifetime: exponential with the scenario's leave rate.
+        let per_min = sc.churn.leave_per_min;
+        let mut leave_at = Ms::MAX;
+        if per_min > 0.0 {
+            let lambda = -(1.0 - per_min).ln() / 60_000.0;
+            let u: f64 = rng.random::<f64>().max(1e-12);
+            let life = (-u.ln() / lambda) as Ms;
+            leave_at = joined_at.saturating_add(life);
+        }
+        Self {
+            up,
+            down,
+            latency,
+            seed,
+            leave_at,
+        }
+    }
+}
+
+/// One viewer's player: when it joined, started and stalled (both models).
+#[derive(Debug, Clone, Default)]
+struct Playback {
+    joined_at: Ms,
+    first_segment: Option<Ms>,
+    first_played: Option<u64>,
+    play_start: Ms,
     stall_offset: Ms,
     stall_ms: Ms,
     stalls: u64,
-    first_played: Option<u64>,
-    play_start: Ms,
     left_at: Option<Ms>,
-    http_reqs: BTreeMap<u64, u64>,
+}
+
+impl Playback {
+    /// Segment `seq`, published at `published`, is whole at `now`. The
+    /// player starts with the first segment it gets, `delay` after its
+    /// publication (or when it came, if later), then needs one segment per
+    /// segment duration; a late one stalls it and shifts every later due
+    /// time.
+    fn complete(&mut self, now: Ms, seq: u64, published: Ms, delay: Ms, seg_ms: Ms) {
+        self.first_segment.get_or_insert(now);
+        if self.first_played.is_none() {
+            self.first_played = Some(seq);
+            self.play_start = now.max(published + delay);
+        }
+        let first = self.first_played.unwrap_or(seq);
+        if seq > first {
+            let due = self.play_start + (seq - first) * seg_ms + self.stall_offset;
+            if now > due {
+                self.stall_ms += now - due;
+                self.stall_offset += now - due;
+                self.stalls += 1;
+            }
+        }
+    }
 }
 
 /// A peer transfer under way (sizes in simulated bytes, rates in real
@@ -244,16 +317,43 @@ struct SegInfo {
     t100: Option<Ms>,
 }
 
+impl SegInfo {
+    fn new(published: Ms, population: u32) -> Self {
+        Self {
+            published,
+            population,
+            got: 0,
+            t50: None,
+            t95: None,
+            t100: None,
+        }
+    }
+
+    /// One more viewer holds the segment, at `now` (completions come in
+    /// time order).
+    fn count(&mut self, now: Ms) {
+        self.got += 1;
+        let pop = self.population.max(1);
+        let dt = now.saturating_sub(self.published);
+        if self.t50.is_none() && self.got * 2 >= pop {
+            self.t50 = Some(dt);
+        }
+        if self.t95.is_none() && self.got * 100 >= pop * 95 {
+            self.t95 = Some(dt);
+        }
+        if self.t100.is_none() && self.got >= pop {
+            self.t100 = Some(dt);
+        }
+    }
+}
+
 struct Sim {
     sc: Scenario,
     policy: Policy,
     now: Ms,
     order: u64,
-    /// Slots in `slab` of the events to come, by time then insertion
-    /// (the events stay in the slab: the queue moves 4 bytes each).
-    queue: calendar::Calendar<u32>,
-    slab: Vec<Option<Ev>>,
-    free_slots: Vec<u32>,
+    /// The events to come, by time then insertion.
+    queue: calendar::Queue<Ev>,
     rng: SmallRng,
     viewers: Vec<Viewer>,
     by_id: BTreeMap<PeerId, usize>,
@@ -310,28 +410,19 @@ fn core_config(sc: &Scenario, r: RenditionId) -> CoreConfig {
 impl Sim {
     fn at(&mut self, at: Ms, ev: Ev) {
         self.order += 1;
-        let slot = match self.free_slots.pop() {
-            Some(i) => {
-                self.slab[i as usize] = Some(ev);
-                i
-            }
-            None => {
-                self.slab.push(Some(ev));
-                (self.slab.len() - 1) as u32
-            }
-        };
-        self.queue.push(at, slot);
+        self.queue.push(at, ev);
     }
 
     fn new_viewer(&mut self, joined_at: Ms) -> usize {
         let i = self.viewers.len();
-        let kbps =
-            |d: &scenario::Dist, rng: &mut SmallRng| d.draw(rng).max(1.0) * 1000.0 / 8.0 / 1000.0;
-        let up = kbps(&self.sc.network.upload_kbps, &mut self.rng);
-        let down = kbps(&self.sc.network.download_kbps, &mut self.rng);
-        let latency = self.sc.network.latency_ms.draw(&mut self.rng).round() as Ms;
+        let Drawn {
+            up,
+            down,
+            latency,
+            seed,
+            leave_at,
+        } = Drawn::new(&self.sc, &mut self.rng, joined_at);
         let id = PeerId::new(format!("v{i}")).expect("a valid id");
-        let seed = self.rng.random();
         let mut cfg = core_config(&self.sc, self.rendition);
         // The viewer knows its uplink (as an edge peer knows --upload-kbps).
         cfg.upload_rate = up / SCALE as f64;
@@ -343,31 +434,19 @@ impl Sim {
             latency,
             slot: None,
             present: false,
-            joined_at,
-            first_segment: None,
+            play: Playback {
+                joined_at,
+                ..Playback::default()
+            },
             links: Vec::new(),
             up_flows: Vec::new(),
             down_flows: Vec::new(),
             timer: None,
-            stall_offset: 0,
-            stall_ms: 0,
-            stalls: 0,
-            first_played: None,
-            play_start: 0,
-            left_at: None,
             http_reqs: BTreeMap::new(),
         });
         self.by_id.insert(id, i);
-        // Lifetime: exponential with the scenario's leave rate.
-        let per_min = self.sc.churn.leave_per_min;
-        if per_min > 0.0 {
-            let lambda = -(1.0 - per_min).ln() / 60_000.0;
-            let u: f64 = self.rng.random::<f64>().max(1e-12);
-            let life = (-u.ln() / lambda) as Ms;
-            let leave = joined_at.saturating_add(life);
-            if leave < self.end {
-                self.at(leave, Ev::Leave(i));
-            }
+        if leave_at < self.end {
+            self.at(leave_at, Ev::Leave(i));
         }
         self.at(joined_at, Ev::Join(i));
         i
@@ -433,17 +512,7 @@ impl Sim {
             ),
         };
         let population = self.viewers.iter().filter(|v| v.present).count() as u32;
-        self.segs.insert(
-            seq,
-            SegInfo {
-                published: self.now,
-                population,
-                got: 0,
-                t50: None,
-                t95: None,
-                t100: None,
-            },
-        );
+        self.segs.insert(seq, SegInfo::new(self.now, population));
         self.content.insert(seq, (meta.clone(), Bytes::from(data)));
         if seq >= 40 {
             self.content.remove(&(seq - 40));
@@ -766,38 +835,11 @@ impl Sim {
                 let delay = self.sc.player.playback_delay_ms;
                 let seg_ms = self.sc.stream.segment_ms;
                 let published = self.segs.get(&seq).map_or(now, |i| i.published);
-                let vw = &mut self.viewers[v];
-                vw.first_segment.get_or_insert(now);
-                // Playback: the player starts with the first segment it gets,
-                // `delay` after its publication (or when it came, if later),
-                // then needs one segment per segment duration; a late one
-                // stalls it and shifts every later due time.
-                if vw.first_played.is_none() {
-                    vw.first_played = Some(seq);
-                    vw.play_start = now.max(published + delay);
-                }
-                let first = vw.first_played.unwrap_or(seq);
-                if seq > first {
-                    let due = vw.play_start + (seq - first) * seg_ms + vw.stall_offset;
-                    if now > due {
-                        vw.stall_ms += now - due;
-                        vw.stall_offset += now - due;
-                        vw.stalls += 1;
-                    }
-                }
+                self.viewers[v]
+                    .play
+                    .complete(now, seq, published, delay, seg_ms);
                 if let Some(info) = self.segs.get_mut(&seq) {
-                    info.got += 1;
-                    let pop = info.population.max(1);
-                    let dt = now - info.published;
-                    if info.t50.is_none() && info.got * 2 >= pop {
-                        info.t50 = Some(dt);
-                    }
-                    if info.t95.is_none() && info.got * 100 >= pop * 95 {
-                        info.t95 = Some(dt);
-                    }
-                    if info.t100.is_none() && info.got >= pop {
-                        info.t100 = Some(dt);
-                    }
+                    info.count(now);
                 }
                 let r = self.rendition;
                 self.send_tracker(
@@ -941,7 +983,7 @@ impl Sim {
                 if let Ok(slot) = self.tracker.join(now, req) {
                     self.viewers[v].slot = Some(slot);
                     self.viewers[v].present = true;
-                    self.viewers[v].joined_at = now;
+                    self.viewers[v].play.joined_at = now;
                     self.by_slot.insert(slot, v);
                     self.drain_tracker();
                 }
@@ -951,7 +993,7 @@ impl Sim {
                     return;
                 }
                 self.viewers[v].present = false;
-                self.viewers[v].left_at = Some(now);
+                self.viewers[v].play.left_at = Some(now);
                 let mut ids = self.viewers[v].up_flows.clone();
                 ids.extend(self.viewers[v].down_flows.iter().copied());
                 for id in ids {
@@ -1114,13 +1156,10 @@ fn quantile(v: &mut [u64], q: f64) -> f64 {
     v[(((v.len() - 1) as f64) * q).round() as usize] as f64
 }
 
-/// Runs a scenario with `viewers` (the scenario's if `None`).
-pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f64)) -> Report {
-    let started = std::time::Instant::now();
-    let stream = StreamId::new("sim").expect("a valid id");
-    let rendition = RenditionId::new("main").expect("a valid id");
-    let seg_real = u64::from(sc.stream.bitrate_kbps) * sc.stream.segment_ms / 8;
-    let seg_sim = (seg_real / SCALE).max(64) as usize;
+/// The real tracker swarm of a run, with the origin joined as publisher
+/// (the simulator's clock stands in for its timers: no pings, no idle
+/// timeout, no signal limits).
+fn tracker(sc: &Scenario, policy: Policy, seed: u64) -> (Swarm, Slot) {
     let cfg = SwarmConfig {
         max_peers: sc.viewers * 2 + 16,
         neighbours: sc.tracker.neighbours,
@@ -1150,7 +1189,8 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         signal_burst: u32::MAX,
         ..SwarmConfig::default()
     };
-    let mut tracker = Swarm::new(stream.clone(), cfg, seed);
+    let stream = StreamId::new("sim").expect("a valid id");
+    let mut tracker = Swarm::new(stream, cfg, seed);
     let publisher = tracker
         .join(
             0,
@@ -1162,15 +1202,25 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
             },
         )
         .expect("the publisher joins an empty swarm");
+    (tracker, publisher)
+}
+
+/// Runs a scenario under `policy` with the block-grain model (every
+/// viewer's swarm core).
+pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f64)) -> Report {
+    let started = std::time::Instant::now();
+    let stream = StreamId::new("sim").expect("a valid id");
+    let rendition = RenditionId::new("main").expect("a valid id");
+    let seg_real = u64::from(sc.stream.bitrate_kbps) * sc.stream.segment_ms / 8;
+    let seg_sim = (seg_real / SCALE).max(64) as usize;
+    let (tracker, publisher) = tracker(sc, policy, seed);
     let end = sc.duration_s * 1000;
     let mut sim = Sim {
         sc: sc.clone(),
         policy,
         now: 0,
         order: 0,
-        queue: calendar::Calendar::default(),
-        slab: Vec::new(),
-        free_slots: Vec::new(),
+        queue: calendar::Queue::default(),
         rng: SmallRng::seed_from_u64(seed),
         viewers: Vec::with_capacity(sc.viewers),
         by_id: BTreeMap::new(),
@@ -1222,14 +1272,10 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
     sim.at(1000, Ev::Publish(0));
     sim.at(10_000, Ev::Sample);
     let mut last_progress = 0;
-    while let Some((at, slot)) = sim.queue.pop() {
+    while let Some((at, ev)) = sim.queue.pop() {
         if at >= end + sc.player.playback_delay_ms + 2000 {
             break;
         }
-        let Some(ev) = sim.slab[slot as usize].take() else {
-            continue;
-        };
-        sim.free_slots.push(slot);
         sim.now = at;
         if let Ev::Publish(_) = ev {
             sim.window.2 += 1;
@@ -1247,106 +1293,125 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         }
     }
     progress(1.0);
-    let mut startup: Vec<u64> = sim
-        .viewers
-        .iter()
-        .filter_map(|v| v.first_segment.map(|f| f - v.joined_at))
-        .collect();
-    let watched: u64 = sim
-        .viewers
-        .iter()
-        .filter_map(|v| {
-            v.first_played
-                .map(|_| v.left_at.unwrap_or(end).saturating_sub(v.play_start))
-        })
-        .sum();
-    let stall_total: u64 = sim.viewers.iter().map(|v| v.stall_ms).sum();
-    let mut s50: Vec<u64> = sim.segs.values().filter_map(|s| s.t50).collect();
-    let mut s95: Vec<u64> = sim.segs.values().filter_map(|s| s.t95).collect();
-    let mut s100: Vec<u64> = sim.segs.values().filter_map(|s| s.t100).collect();
-    let mut seqs: Vec<&u64> = sim.segs.keys().collect();
-    seqs.sort();
-    let spread_95_per_segment: Vec<u64> =
-        seqs.iter().map(|q| sim.segs[*q].t95.unwrap_or(0)).collect();
     let present: Vec<&Viewer> = sim.viewers.iter().filter(|v| v.present).collect();
-    let media = sim.http_bytes + sim.p2p_bytes;
-    let hash_failures = sim
-        .viewers
-        .iter()
-        .map(|v| v.core.stats().hash_failures)
-        .sum::<u64>()
-        + sim.hash_failures;
-    let mut stall_ms_per_viewer: Vec<u64> = sim.viewers.iter().map(|v| v.stall_ms).collect();
-    stall_ms_per_viewer.sort_unstable();
-    Report {
-        scenario: sc.name.clone(),
+    let core = |f: fn(&swarmcast_swarm_core::Stats) -> u64| {
+        sim.viewers.iter().map(|v| f(v.core.stats())).sum::<u64>()
+    };
+    let first_fetchers = sim.first_fetches + sim.tracker.counters().stripe_roots;
+    Outcome {
+        sc,
         policy,
         seed,
-        viewers: sc.viewers,
-        sessions: sim.viewers.len(),
-        duration_s: sc.duration_s,
-        segments: sim.published,
-        offload: if media > 0 {
-            sim.p2p_bytes as f64 / media as f64
-        } else {
-            0.0
-        },
-        origin_egress_bytes: sim.http_bytes,
-        origin_copies_per_segment: if sim.published > 0 {
-            sim.http_bytes as f64 / (sim.published as f64 * seg_real as f64)
-        } else {
-            0.0
-        },
-        // Whole-segment first fetchers, or stripe roots (the tracker counts
-        // them; each fetches its stripe).
-        first_fetchers_per_segment: if sim.published > 0 {
-            (sim.first_fetches + sim.tracker.counters().stripe_roots) as f64 / sim.published as f64
-        } else {
-            0.0
-        },
-        rebuffering_ratio: if watched > 0 {
-            stall_total as f64 / watched as f64
-        } else {
-            0.0
-        },
-        stalls: sim.viewers.iter().map(|v| v.stalls).sum(),
-        startup_time_ms: Quantiles {
-            p50: quantile(&mut startup, 0.5),
-            p95: quantile(&mut startup, 0.95),
-        },
-        spread_time_ms: Spread {
-            p50_of_50: quantile(&mut s50, 0.5),
-            p50_of_95: quantile(&mut s95, 0.5),
-            p95_of_95: quantile(&mut s95, 0.95),
-            p50_of_100: quantile(&mut s100, 0.5),
-        },
-        peers_per_viewer: if present.is_empty() {
-            0.0
-        } else {
-            present.iter().map(|v| v.links.len()).sum::<usize>() as f64 / present.len() as f64
-        },
-        signalling_overhead: if media > 0 {
-            sim.tracker_bytes as f64 / media as f64
-        } else {
-            0.0
-        },
-        hash_failures,
-        slow_transfers: sim
-            .viewers
-            .iter()
-            .map(|v| v.core.stats().slow_transfers)
-            .sum(),
-        rejected_requests: sim
-            .viewers
-            .iter()
-            .map(|v| v.core.stats().rejected_requests)
-            .sum(),
+        started,
+        plays: sim.viewers.iter().map(|v| &v.play).collect(),
+        segs: &sim.segs,
+        published: sim.published,
+        seg_real,
+        first_fetchers,
+        http_bytes: sim.http_bytes,
+        p2p_bytes: sim.p2p_bytes,
+        tracker_bytes: sim.tracker_bytes,
+        hash_failures: core(|s| s.hash_failures) + sim.hash_failures,
+        slow_transfers: core(|s| s.slow_transfers),
+        rejected_requests: core(|s| s.rejected_requests),
+        links: (present.iter().map(|v| v.links.len()).sum(), present.len()),
         offload_over_time: sim.offload_over_time,
         egress_over_time: sim.egress_over_time,
-        spread_95_per_segment,
-        stall_ms_per_viewer,
-        wall_s: started.elapsed().as_secs_f64(),
-        peak_rss_bytes: peak_rss(),
+    }
+    .report()
+}
+
+/// What a model's run adds up to, for [`Outcome::report`].
+struct Outcome<'a> {
+    sc: &'a Scenario,
+    policy: Policy,
+    seed: u64,
+    started: std::time::Instant,
+    /// Every session's player.
+    plays: Vec<&'a Playback>,
+    segs: &'a BTreeMap<u64, SegInfo>,
+    published: u64,
+    /// Real bytes per segment.
+    seg_real: u64,
+    /// Whole-segment first fetchers and stripe roots, all segments.
+    first_fetchers: u64,
+    http_bytes: u64,
+    p2p_bytes: u64,
+    tracker_bytes: u64,
+    hash_failures: u64,
+    slow_transfers: u64,
+    rejected_requests: u64,
+    /// Open links of the viewers present at the end, and those viewers.
+    links: (usize, usize),
+    offload_over_time: Vec<(u64, f64)>,
+    egress_over_time: Vec<(u64, f64)>,
+}
+
+impl Outcome<'_> {
+    fn report(self) -> Report {
+        let end = self.sc.duration_s * 1000;
+        let mut startup: Vec<u64> = self
+            .plays
+            .iter()
+            .filter_map(|p| p.first_segment.map(|f| f.saturating_sub(p.joined_at)))
+            .collect();
+        let watched: u64 = self
+            .plays
+            .iter()
+            .filter_map(|p| {
+                p.first_played
+                    .map(|_| p.left_at.unwrap_or(end).saturating_sub(p.play_start))
+            })
+            .sum();
+        let stall_total: u64 = self.plays.iter().map(|p| p.stall_ms).sum();
+        let mut s50: Vec<u64> = self.segs.values().filter_map(|s| s.t50).collect();
+        let mut s95: Vec<u64> = self.segs.values().filter_map(|s| s.t95).collect();
+        let mut s100: Vec<u64> = self.segs.values().filter_map(|s| s.t100).collect();
+        let spread_95_per_segment: Vec<u64> =
+            self.segs.values().map(|s| s.t95.unwrap_or(0)).collect();
+        let media = self.http_bytes + self.p2p_bytes;
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        let mut stall_ms_per_viewer: Vec<u64> = self.plays.iter().map(|p| p.stall_ms).collect();
+        stall_ms_per_viewer.sort_unstable();
+        Report {
+            scenario: self.sc.name.clone(),
+            policy: self.policy,
+            seed: self.seed,
+            viewers: self.sc.viewers,
+            sessions: self.plays.len(),
+            duration_s: self.sc.duration_s,
+            segments: self.published,
+            offload: ratio(self.p2p_bytes as f64, media as f64),
+            origin_egress_bytes: self.http_bytes,
+            origin_copies_per_segment: ratio(
+                self.http_bytes as f64,
+                self.published as f64 * self.seg_real as f64,
+            ),
+            first_fetchers_per_segment: ratio(self.first_fetchers as f64, self.published as f64),
+            rebuffering_ratio: ratio(stall_total as f64, watched as f64),
+            stalls: self.plays.iter().map(|p| p.stalls).sum(),
+            startup_time_ms: Quantiles {
+                p50: quantile(&mut startup, 0.5),
+                p95: quantile(&mut startup, 0.95),
+            },
+            spread_time_ms: Spread {
+                p50_of_50: quantile(&mut s50, 0.5),
+                p50_of_95: quantile(&mut s95, 0.5),
+                p95_of_95: quantile(&mut s95, 0.95),
+                p50_of_100: quantile(&mut s100, 0.5),
+            },
+            peers_per_viewer: ratio(self.links.0 as f64, self.links.1 as f64),
+            signalling_overhead: ratio(self.tracker_bytes as f64, media as f64),
+            hash_failures: self.hash_failures,
+            slow_transfers: self.slow_transfers,
+            rejected_requests: self.rejected_requests,
+            offload_over_time: self.offload_over_time,
+            egress_over_time: self.egress_over_time,
+            spread_95_per_segment,
+            stall_ms_per_viewer,
+            wall_s: self.started.elapsed().as_secs_f64(),
+            peak_rss_bytes: peak_rss(),
+        }
     }
 }
 
