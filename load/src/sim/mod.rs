@@ -23,6 +23,7 @@
 mod calendar;
 pub mod html;
 pub mod scenario;
+mod stripe;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::rc::Rc;
@@ -62,6 +63,8 @@ type Ms = u64;
 pub struct Report {
     /// Scenario name.
     pub scenario: String,
+    /// The model that ran.
+    pub model: Model,
     /// Policy simulated.
     pub policy: Policy,
     /// Seed.
@@ -114,6 +117,19 @@ pub struct Report {
     pub wall_s: f64,
     /// Peak resident memory, bytes (Linux).
     pub peak_rss_bytes: u64,
+}
+
+/// How finely the event is simulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Model {
+    /// Every viewer runs the edge peer's swarm core; transfers move in
+    /// pieces over a shared-capacity network model.
+    #[default]
+    Core,
+    /// Each segment's stripes timed in closed form over the tracker's plan
+    /// (no swarm core): for audiences of 100,000 (`stripe.rs`).
+    Stripe,
 }
 
 /// p50 and p95.
@@ -234,6 +250,37 @@ impl Drawn {
             seed,
             leave_at,
         }
+    }
+}
+
+/// Media bytes of the current 10-s window, and the figures of the
+/// windows closed.
+#[derive(Default)]
+struct Windows {
+    http: u64,
+    p2p: u64,
+    /// Segments published in the window.
+    segs: u64,
+    /// (second, offload in the window).
+    offload: Vec<(u64, f64)>,
+    /// (second, origin copies per segment in the window).
+    egress: Vec<(u64, f64)>,
+}
+
+impl Windows {
+    fn close(&mut self, now: Ms, seg_real: u64) {
+        let sec = now / 1000;
+        let media = self.http + self.p2p;
+        let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+        self.offload
+            .push((sec, ratio(self.p2p as f64, media as f64)));
+        self.egress.push((
+            sec,
+            ratio(self.http as f64, self.segs as f64 * seg_real as f64),
+        ));
+        self.http = 0;
+        self.p2p = 0;
+        self.segs = 0;
     }
 }
 
@@ -363,7 +410,6 @@ struct Sim {
     rendition: RenditionId,
     stream: StreamId,
     seg_real: u64,
-    seg_sim: usize,
     segs: BTreeMap<u64, SegInfo>,
     content: BTreeMap<u64, (SegmentMeta, Bytes)>,
     /// Peer transfers under way, by id.
@@ -381,12 +427,66 @@ struct Sim {
     p2p_bytes: u64,
     tracker_bytes: u64,
     hash_failures: u64,
-    window: (u64, u64, u64),
-    offload_over_time: Vec<(u64, f64)>,
-    egress_over_time: Vec<(u64, f64)>,
+    window: Windows,
     end: Ms,
     trace: Option<usize>,
     trace_seq: Option<u64>,
+}
+
+/// Whether viewers `a` and `b` cannot connect (NAT): a hash of the pair
+/// against the scenario's share, the same in both models.
+fn unreachable(sc: &Scenario, a: usize, b: usize) -> bool {
+    let (x, y) = (a.min(b) as u64, a.max(b) as u64);
+    let h = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
+        .wrapping_mul(0x1656_67B1_9E37_79F9);
+    (h >> 11) as f64 / (1u64 << 53) as f64 <= sc.network.unreachable_pairs
+}
+
+/// How long a link between viewers `a` and `b` (one-way latencies) takes
+/// to open: offer/answer through the tracker, ICE, DTLS, SCTP. A link that
+/// cannot open fails `LINK_FAIL_MS` later.
+fn link_setup(a: Ms, b: Ms) -> Ms {
+    let rtt = 2 * (a + b);
+    2 * (a + b) + 3 * rtt + 20
+}
+/// See [`link_setup`].
+const LINK_FAIL_MS: Ms = 5_000;
+
+/// Real bytes of one segment.
+fn segment_bytes(sc: &Scenario) -> u64 {
+    u64::from(sc.stream.bitrate_kbps) * sc.stream.segment_ms / 8
+}
+
+/// Segment `seq` as the origin publishes it at `now`: its record and its
+/// bytes, scaled down (`SCALE`).
+fn segment(
+    sc: &Scenario,
+    stream: &StreamId,
+    rendition: RenditionId,
+    seq: u64,
+    now: Ms,
+) -> (SegmentMeta, Bytes) {
+    let mut data = vec![0u8; (segment_bytes(sc) / SCALE).max(64) as usize];
+    let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for b in &mut data {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let meta = SegmentMeta {
+        id: SegmentId::new(stream.clone(), rendition, seq),
+        size: data.len() as u64,
+        sha256: Sha256Digest::of(&data),
+        duration_ms: sc.stream.segment_ms as u32,
+        published_at_ms: now,
+        // The origin's blocks, in simulated bytes.
+        blocks: BlockHashes::of(
+            &data,
+            (u64::from(sc.stream.block_kib) * 1024 / SCALE).max(1) as u32,
+        ),
+    };
+    (meta, Bytes::from(data))
 }
 
 fn core_config(sc: &Scenario, r: RenditionId) -> CoreConfig {
@@ -453,10 +553,7 @@ impl Sim {
     }
 
     fn unreachable(&self, a: usize, b: usize) -> bool {
-        let (x, y) = (a.min(b) as u64, a.max(b) as u64);
-        let h = (x.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ y.wrapping_mul(0xC2B2_AE3D_27D4_EB4F))
-            .wrapping_mul(0x1656_67B1_9E37_79F9);
-        (h >> 11) as f64 / (1u64 << 53) as f64 <= self.sc.network.unreachable_pairs
+        unreachable(&self.sc, a, b)
     }
 
     fn send_tracker(&mut self, v: usize, msg: ClientMsg) {
@@ -491,29 +588,10 @@ impl Sim {
     }
 
     fn publish(&mut self, seq: u64) {
-        let mut data = vec![0u8; self.seg_sim];
-        let mut x = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        for b in &mut data {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            *b = x as u8;
-        }
-        let meta = SegmentMeta {
-            id: SegmentId::new(self.stream.clone(), self.rendition, seq),
-            size: self.seg_sim as u64,
-            sha256: Sha256Digest::of(&data),
-            duration_ms: self.sc.stream.segment_ms as u32,
-            published_at_ms: self.now,
-            // The origin's blocks, in simulated bytes.
-            blocks: BlockHashes::of(
-                &data,
-                (u64::from(self.sc.stream.block_kib) * 1024 / SCALE).max(1) as u32,
-            ),
-        };
+        let (meta, data) = segment(&self.sc, &self.stream, self.rendition, seq, self.now);
         let population = self.viewers.iter().filter(|v| v.present).count() as u32;
         self.segs.insert(seq, SegInfo::new(self.now, population));
-        self.content.insert(seq, (meta.clone(), Bytes::from(data)));
+        self.content.insert(seq, (meta.clone(), data));
         if seq >= 40 {
             self.content.remove(&(seq - 40));
         }
@@ -928,13 +1006,10 @@ impl Sim {
                     let Some(&o) = self.by_id.get(&p.peer_id) else {
                         continue;
                     };
-                    let rtt = 2 * (self.viewers[v].latency + self.viewers[o].latency);
-                    // Offer/answer through the tracker, ICE, DTLS, SCTP.
-                    let setup =
-                        2 * (self.viewers[v].latency + self.viewers[o].latency) + 3 * rtt + 20;
+                    let setup = link_setup(self.viewers[v].latency, self.viewers[o].latency);
                     self.pending.insert((v.min(o), v.max(o)));
                     if self.unreachable(v, o) {
-                        self.at(now + setup + 5_000, Ev::LinkFail(v, o));
+                        self.at(now + setup + LINK_FAIL_MS, Ev::LinkFail(v, o));
                     } else {
                         self.at(now + setup, Ev::LinkUp(v, o));
                     }
@@ -1072,7 +1147,7 @@ impl Sim {
                 if linked && !stopped {
                     if let Frame::Chunk { data, .. } = &frame {
                         self.p2p_bytes += data.len() as u64 * SCALE;
-                        self.window.1 += data.len() as u64 * SCALE;
+                        self.window.p2p += data.len() as u64 * SCALE;
                     }
                     let id = self.viewers[from].id.clone();
                     self.viewers[to].core.handle_frame(now, &id, frame);
@@ -1096,7 +1171,7 @@ impl Sim {
                     return;
                 }
                 self.http_bytes += data.len() as u64 * SCALE;
-                self.window.0 += data.len() as u64 * SCALE;
+                self.window.http += data.len() as u64 * SCALE;
                 self.viewers[v].core.handle_http_data(now, req, &data);
                 if last {
                     self.viewers[v].core.handle_http_done(now, req);
@@ -1122,24 +1197,7 @@ impl Sim {
             }
             Ev::Sample => {
                 self.stopped_flows.retain(|_, until| *until >= now);
-                let (h, p, segs) = self.window;
-                let sec = now / 1000;
-                let media = h + p;
-                self.offload_over_time.push((
-                    sec,
-                    if media > 0 {
-                        p as f64 / media as f64
-                    } else {
-                        0.0
-                    },
-                ));
-                let copies = if segs > 0 {
-                    h as f64 / (segs as f64 * self.seg_real as f64)
-                } else {
-                    0.0
-                };
-                self.egress_over_time.push((sec, copies));
-                self.window = (0, 0, 0);
+                self.window.close(now, self.seg_real);
                 if now + 10_000 < self.end {
                     self.at(now + 10_000, Ev::Sample);
                 }
@@ -1154,6 +1212,21 @@ fn quantile(v: &mut [u64], q: f64) -> f64 {
     }
     v.sort_unstable();
     v[(((v.len() - 1) as f64) * q).round() as usize] as f64
+}
+
+/// Calls `join` with each viewer's join time: the scenario's initial share
+/// at 0, the rest spread evenly over its ramp.
+fn schedule_audience(sc: &Scenario, mut join: impl FnMut(Ms)) {
+    let initial = (sc.viewers as f64 * sc.churn.initial_share).round() as usize;
+    for i in 0..sc.viewers {
+        let t = if i < initial {
+            0
+        } else {
+            (sc.churn.ramp_s * 1000.0 * (i - initial) as f64 / (sc.viewers - initial).max(1) as f64)
+                as Ms
+        };
+        join(t);
+    }
 }
 
 /// The real tracker swarm of a run, with the origin joined as publisher
@@ -1211,8 +1284,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
     let started = std::time::Instant::now();
     let stream = StreamId::new("sim").expect("a valid id");
     let rendition = RenditionId::new("main").expect("a valid id");
-    let seg_real = u64::from(sc.stream.bitrate_kbps) * sc.stream.segment_ms / 8;
-    let seg_sim = (seg_real / SCALE).max(64) as usize;
+    let seg_real = segment_bytes(sc);
     let (tracker, publisher) = tracker(sc, policy, seed);
     let end = sc.duration_s * 1000;
     let mut sim = Sim {
@@ -1230,7 +1302,6 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         rendition,
         stream,
         seg_real,
-        seg_sim,
         segs: BTreeMap::new(),
         content: BTreeMap::new(),
         flows: std::collections::HashMap::new(),
@@ -1245,9 +1316,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         p2p_bytes: 0,
         tracker_bytes: 0,
         hash_failures: 0,
-        window: (0, 0, 0),
-        offload_over_time: Vec::new(),
-        egress_over_time: Vec::new(),
+        window: Windows::default(),
         end,
         // Debug aid: every action of one viewer on stderr.
         trace: std::env::var("SWARMCAST_SIM_TRACE")
@@ -1259,16 +1328,9 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
             .and_then(|v| v.parse().ok()),
     };
     while sim.tracker.poll_output().is_some() {}
-    let initial = (sc.viewers as f64 * sc.churn.initial_share).round() as usize;
-    for i in 0..sc.viewers {
-        let t = if i < initial {
-            0
-        } else {
-            (sc.churn.ramp_s * 1000.0 * (i - initial) as f64 / (sc.viewers - initial).max(1) as f64)
-                as Ms
-        };
+    schedule_audience(sc, |t| {
         sim.new_viewer(t);
-    }
+    });
     sim.at(1000, Ev::Publish(0));
     sim.at(10_000, Ev::Sample);
     let mut last_progress = 0;
@@ -1278,7 +1340,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         }
         sim.now = at;
         if let Ev::Publish(_) = ev {
-            sim.window.2 += 1;
+            sim.window.segs += 1;
             if std::env::var_os("SWARMCAST_SIM_DIGEST").is_some() {
                 eprintln!(
                     "digest t={} order={} http={} p2p={} tracker={}",
@@ -1300,6 +1362,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
     let first_fetchers = sim.first_fetches + sim.tracker.counters().stripe_roots;
     Outcome {
         sc,
+        model: Model::Core,
         policy,
         seed,
         started,
@@ -1315,8 +1378,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         slow_transfers: core(|s| s.slow_transfers),
         rejected_requests: core(|s| s.rejected_requests),
         links: (present.iter().map(|v| v.links.len()).sum(), present.len()),
-        offload_over_time: sim.offload_over_time,
-        egress_over_time: sim.egress_over_time,
+        window: sim.window,
     }
     .report()
 }
@@ -1324,6 +1386,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
 /// What a model's run adds up to, for [`Outcome::report`].
 struct Outcome<'a> {
     sc: &'a Scenario,
+    model: Model,
     policy: Policy,
     seed: u64,
     started: std::time::Instant,
@@ -1343,8 +1406,7 @@ struct Outcome<'a> {
     rejected_requests: u64,
     /// Open links of the viewers present at the end, and those viewers.
     links: (usize, usize),
-    offload_over_time: Vec<(u64, f64)>,
-    egress_over_time: Vec<(u64, f64)>,
+    window: Windows,
 }
 
 impl Outcome<'_> {
@@ -1375,6 +1437,7 @@ impl Outcome<'_> {
         stall_ms_per_viewer.sort_unstable();
         Report {
             scenario: self.sc.name.clone(),
+            model: self.model,
             policy: self.policy,
             seed: self.seed,
             viewers: self.sc.viewers,
@@ -1405,8 +1468,8 @@ impl Outcome<'_> {
             hash_failures: self.hash_failures,
             slow_transfers: self.slow_transfers,
             rejected_requests: self.rejected_requests,
-            offload_over_time: self.offload_over_time,
-            egress_over_time: self.egress_over_time,
+            offload_over_time: self.window.offload,
+            egress_over_time: self.window.egress,
             spread_95_per_segment,
             stall_ms_per_viewer,
             wall_s: self.started.elapsed().as_secs_f64(),
@@ -1446,6 +1509,11 @@ pub struct SimArgs {
     /// Seed (same seed, same report).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// `core`: every viewer runs the swarm core (block grain; up to about
+    /// 10,000 viewers in minutes); `stripe`: stripes timed in closed form
+    /// over the tracker's real plan (100,000 viewers in minutes).
+    #[arg(long, value_enum, default_value_t = Model::Core)]
+    pub model: Model,
     /// Write the report here as JSON too.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
@@ -1485,7 +1553,7 @@ pub fn run_cli(args: &SimArgs) -> Result<SimReport, crate::LoadError> {
     let mut runs = Vec::new();
     for p in policies {
         let label = format!("{p:?}");
-        let r = run(&sc, p, args.seed, |f| {
+        let bar = |f: f64| {
             let w = 40;
             let done = ((f.clamp(0.0, 1.0)) * w as f64) as usize;
             eprint!(
@@ -1494,7 +1562,11 @@ pub fn run_cli(args: &SimArgs) -> Result<SimReport, crate::LoadError> {
                 " ".repeat(w - done),
                 f * 100.0
             );
-        });
+        };
+        let r = match args.model {
+            Model::Core => run(&sc, p, args.seed, bar),
+            Model::Stripe => stripe::run(&sc, p, args.seed, bar),
+        };
         eprintln!(
             "\r{label:>10}: offload {:.2}%  origin {:.2} copies/segment  rebuffering {:.4}%  startup p50 {:.0} ms  spread 95% p50 {:.0} ms  ({:.1} s, {:.0} MiB)",
             r.offload * 100.0,
