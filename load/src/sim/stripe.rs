@@ -1068,7 +1068,8 @@ mod tests {
         // The random mesh is left out: the core's busy answers and retries
         // cost it more than this model counts (docs/benchmarks/simulator.md,
         // "ninth session").
-        for policy in [Policy::Plan] {
+        {
+            let policy = Policy::Plan;
             let core = super::super::run(&sc, policy, 1, |_| {});
             let stripe = run(&sc, policy, 1, |_| {});
             assert!(
