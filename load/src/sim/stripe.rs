@@ -452,6 +452,8 @@ struct Sim<'a> {
     /// Bytes of a `have` message, per segment.
     have_len: BTreeMap<u64, u64>,
     pending: BTreeSet<(u32, u32)>,
+    /// The tracker deadline an event is queued for.
+    tracker_timer: Option<Ms>,
     pass: Pass,
     published: u64,
     first_fetches: u64,
@@ -536,8 +538,14 @@ impl Sim<'_> {
                 }
             }
         }
-        if let Some(t) = self.tracker.poll_timeout() {
-            self.queue.push(t.max(self.now), Ev::TrackerTimeout(t));
+        // One queued event per tracker deadline (this runs after every
+        // `have`: 100,000 per segment at 100,000 viewers).
+        let t = self.tracker.poll_timeout();
+        if t.is_some() && t != self.tracker_timer {
+            self.tracker_timer = t;
+            if let Some(t) = t {
+                self.queue.push(t.max(self.now), Ev::TrackerTimeout(t));
+            }
         }
         told
     }
@@ -905,6 +913,9 @@ impl Sim<'_> {
                 self.queue.push(now + lat, Ev::Have(v, seq));
             }
             Ev::TrackerTimeout(t) => {
+                if self.tracker_timer == Some(t) {
+                    self.tracker_timer = None;
+                }
                 if self.tracker.poll_timeout() == Some(t) {
                     self.tracker.handle_timeout(now);
                     self.drain_tracker(None);
@@ -953,6 +964,7 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         segs: BTreeMap::new(),
         have_len: BTreeMap::new(),
         pending: BTreeSet::new(),
+        tracker_timer: None,
         pass: Pass::default(),
         published: 0,
         first_fetches: 0,
