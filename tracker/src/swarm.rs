@@ -220,9 +220,12 @@ struct Peer {
     /// when stripes are planned (it can feed more children than K links
     /// carry).
     max_links: u16,
-    /// The stripe plan it was last sent (sources, children), per rendition
-    /// (a relay is in the plan of each).
-    stripes_sent: Vec<(RenditionId, Vec<StripeSource>, Vec<PeerId>)>,
+    /// The stripe plan it was last sent, per rendition (a relay is in the
+    /// plan of each), as a plan key (see `plan_key`).
+    stripes_sent: Vec<(RenditionId, Vec<u64>)>,
+    /// This session's number in the swarm (a slot is reused by later
+    /// sessions; a serial is not).
+    serial: u64,
 }
 
 impl Peer {
@@ -295,7 +298,16 @@ pub struct Swarm {
     /// Stats of sessions that left, added up.
     departed: StatsReport,
     startup_samples: VecDeque<u64>,
+    /// Sessions admitted so far (each one's `serial`).
+    sessions: u64,
 }
+
+/// A stripe plan's key: each stripe's source (`KEY_SWARM`, `KEY_ORIGIN` or
+/// the parent's session serial), then the children's serials, sorted. Two
+/// plans with one key are the same message, so a publish compares keys and
+/// builds (peer-id strings and all) only the plans that changed.
+const KEY_SWARM: u64 = u64::MAX;
+const KEY_ORIGIN: u64 = u64::MAX - 1;
 
 fn encode(msg: &ServerMsg) -> Bytes {
     Bytes::from(msg.encode())
@@ -319,6 +331,7 @@ impl Swarm {
             counters: Counters::default(),
             departed: StatsReport::default(),
             startup_samples: VecDeque::new(),
+            sessions: 0,
         }
     }
 
@@ -408,7 +421,9 @@ impl Swarm {
             stats: StatsReport::default(),
             last_assigned: None,
             stripes_sent: Vec::new(),
+            serial: self.sessions,
         };
+        self.sessions += 1;
         let slot = match self.free.pop() {
             Some(s) => {
                 self.peers[s as usize] = Some(peer);
@@ -1043,9 +1058,11 @@ impl Swarm {
         for &v in pool {
             let had = self
                 .peer(v)
-                .is_some_and(|p| p.stripes_sent.iter().any(|(x, _, _)| *x == r));
+                .is_some_and(|p| p.stripes_sent.iter().any(|(x, _)| *x == r));
             if had {
-                self.send_plan(v, r, vec![StripeSource::Swarm; n], Vec::new());
+                self.send_plan(v, r, &vec![KEY_SWARM; n], |_| {
+                    (vec![StripeSource::Swarm; n], Vec::new())
+                });
             }
         }
     }
@@ -1191,59 +1208,100 @@ impl Swarm {
         if let Some(x) = self.renditions.get_mut(&r) {
             x.roots = kept;
         }
-        let mut children: HashMap<Slot, Vec<PeerId>> = HashMap::new();
+        // Each parent's children, in pool order (one flat array, `start`
+        // indexing it by slot).
+        let parent = |x: u32| (x != NONE && x != ORIGIN).then_some(x as usize);
+        let mut start = vec![0u32; slots + 1];
         for &v in pool {
             for k in 0..n {
-                let u = src[v as usize * n + k];
-                if u != NONE && u != ORIGIN {
-                    if let Some(p) = self.peer(v) {
-                        children.entry(u).or_default().push(p.id.clone());
-                    }
+                if let Some(u) = parent(src[v as usize * n + k]) {
+                    start[u + 1] += 1;
                 }
             }
         }
+        for i in 0..slots {
+            start[i + 1] += start[i];
+        }
+        let mut fill = start.clone();
+        let mut kids: Vec<Slot> = vec![0; start[slots] as usize];
         for &v in pool {
-            let mut kids = children.remove(&v).unwrap_or_default();
-            kids.sort();
-            kids.dedup();
-            let sources: Vec<StripeSource> = (0..n)
-                .map(|k| match src[v as usize * n + k] {
-                    NONE => StripeSource::Swarm,
-                    ORIGIN => StripeSource::Origin,
-                    u => self
-                        .peer(u)
-                        .map_or(StripeSource::Swarm, |p| StripeSource::Peer {
-                            peer_id: p.id.clone(),
-                        }),
-                })
-                .collect();
-            self.send_plan(v, r, sources, kids);
+            for k in 0..n {
+                if let Some(u) = parent(src[v as usize * n + k]) {
+                    kids[fill[u] as usize] = v;
+                    fill[u] += 1;
+                }
+            }
+        }
+        let serial = |sw: &Self, s: u32| sw.peer(s).map_or(KEY_SWARM, |p| p.serial);
+        let mut key: Vec<u64> = Vec::with_capacity(4 * n);
+        let mut kid_keys: Vec<u64> = Vec::new();
+        for &v in pool {
+            let vi = v as usize;
+            let own = &src[vi * n..vi * n + n];
+            let children = &kids[start[vi] as usize..start[vi + 1] as usize];
+            key.clear();
+            key.extend(own.iter().map(|&u| match u {
+                NONE => KEY_SWARM,
+                ORIGIN => KEY_ORIGIN,
+                u => serial(self, u),
+            }));
+            kid_keys.clear();
+            kid_keys.extend(children.iter().map(|&c| serial(self, c)));
+            kid_keys.sort_unstable();
+            kid_keys.dedup();
+            key.extend_from_slice(&kid_keys);
+            self.send_plan(v, r, &key, |sw| {
+                let sources = own
+                    .iter()
+                    .map(|&u| match u {
+                        NONE => StripeSource::Swarm,
+                        ORIGIN => StripeSource::Origin,
+                        u => sw
+                            .peer(u)
+                            .map_or(StripeSource::Swarm, |p| StripeSource::Peer {
+                                peer_id: p.id.clone(),
+                            }),
+                    })
+                    .collect();
+                let mut ids: Vec<PeerId> = children
+                    .iter()
+                    .filter_map(|&c| sw.peer(c).map(|p| p.id.clone()))
+                    .collect();
+                ids.sort();
+                ids.dedup();
+                (sources, ids)
+            });
         }
         all_roots
     }
 
-    /// Sends peer `v` its stripe plan for `r`, unless it has it already.
+    /// Sends peer `v` its stripe plan for `r` (`plan` builds it), unless
+    /// the plan it was last sent has the same `key`.
     fn send_plan(
         &mut self,
         v: Slot,
         r: RenditionId,
-        sources: Vec<StripeSource>,
-        kids: Vec<PeerId>,
+        key: &[u64],
+        plan: impl FnOnce(&Self) -> (Vec<StripeSource>, Vec<PeerId>),
     ) {
         let Some(p) = self.peer_mut(v) else { return };
-        // Compared before anything is cloned: most publishes change no plan.
-        match p.stripes_sent.iter_mut().find(|(x, _, _)| *x == r) {
-            Some((_, old, c)) if *old == sources && *c == kids => return,
-            Some(old) => *old = (r, sources.clone(), kids.clone()),
-            None => p.stripes_sent.push((r, sources.clone(), kids.clone())),
+        // Compared before anything is built: most publishes change no plan.
+        match p.stripes_sent.iter_mut().find(|(x, _)| *x == r) {
+            Some((_, old)) if old.as_slice() == key => return,
+            Some((_, old)) => {
+                old.clear();
+                old.extend_from_slice(key);
+            }
+            None => p.stripes_sent.push((r, key.to_vec())),
         }
+        let (sources, children) = plan(self);
         self.counters.stripe_plans_sent += 1;
         self.send(
             v,
             &ServerMsg::Stripes {
                 rendition: r,
                 sources,
-                children: kids,
+                children,
             },
         );
     }

@@ -1546,6 +1546,19 @@ pub fn run_cli(args: &SimArgs) -> Result<SimReport, crate::LoadError> {
     if let Some(d) = args.duration {
         sc.duration_s = d.max(1);
     }
+    if args.model == Model::Stripe {
+        // Each leave brings a new session; twice that for the draw's spread.
+        let leaves = sc.viewers as f64 * sc.churn.leave_per_min * sc.duration_s as f64 / 60.0;
+        if sc.viewers as f64 + 2.0 * leaves >= stripe::MAX_SESSIONS as f64
+            || sc.duration_s > stripe::MAX_DURATION_S
+        {
+            return Err(crate::LoadError::Config(format!(
+                "the stripe model tells at most {} sessions apart and runs at most {} s: fewer viewers, less churn or a shorter run",
+                stripe::MAX_SESSIONS,
+                stripe::MAX_DURATION_S
+            )));
+        }
+    }
     let policies = match args.policy {
         Some(p) => vec![p],
         None => vec![Policy::Plan, Policy::RandomMesh, Policy::HttpOnly],
