@@ -770,19 +770,34 @@ impl Swarm {
         let mut avoid: Vec<Slot> = me.neighbours.clone();
         avoid.extend_from_slice(taken);
         avoid.push(slot);
-        let mut full: Vec<Slot> = self
-            .peers
-            .iter()
-            .enumerate()
-            .filter_map(|(s, p)| {
-                p.as_ref()
-                    .filter(|p| p.shares() && !p.neighbours.is_empty())
-                    .map(|_| s as Slot)
-            })
-            .filter(|s| !avoid.contains(s))
-            .collect();
-        full.shuffle(&mut self.rng);
-        full.truncate(self.cfg.selection_sample);
+        let linked = |p: &Peer| p.shares() && !p.neighbours.is_empty();
+        let sample = self.cfg.selection_sample;
+        let full: Vec<Slot> = if self.live <= sample + 1 {
+            let mut all: Vec<Slot> = self
+                .peers
+                .iter()
+                .enumerate()
+                .filter_map(|(s, p)| p.as_ref().filter(|p| linked(p)).map(|_| s as Slot))
+                .filter(|s| !avoid.contains(s))
+                .collect();
+            all.shuffle(&mut self.rng);
+            all.truncate(sample);
+            all
+        } else {
+            // A sample drawn at random, as `select_neighbours` does: a scan
+            // of the whole swarm for every joiner costs O(N) each, O(N²)
+            // for a crowd joining.
+            let mut out = Vec::with_capacity(sample);
+            let mut tries = 0;
+            while out.len() < sample && tries < sample * 4 {
+                tries += 1;
+                let s = self.rng.random_range(0..self.peers.len()) as Slot;
+                if self.peer(s).is_some_and(linked) && !avoid.contains(&s) && !out.contains(&s) {
+                    out.push(s);
+                }
+            }
+            out
+        };
         let mut out = Vec::new();
         for a in full {
             if out.len() >= pairs * 2 {
@@ -1132,9 +1147,24 @@ impl Swarm {
             });
             stripe.truncate(roots);
         }
-        let mut candidates: Vec<Slot> = pool.to_vec();
-        candidates.shuffle(&mut self.rng);
-        candidates.sort_by_key(|&s| std::cmp::Reverse(cap[s as usize]));
+        let mut shuffled: Vec<Slot> = pool.to_vec();
+        shuffled.shuffle(&mut self.rng);
+        // Best uplinks first, in shuffled order among equals: a stable
+        // counting sort (a capacity is at most 4 × stripes).
+        let top = 4 * n + 1;
+        let mut at = vec![0usize; top + 1];
+        for &s in &shuffled {
+            at[top - cap[s as usize].min(top as u32 - 1) as usize] += 1;
+        }
+        for i in 0..top {
+            at[i + 1] += at[i];
+        }
+        let mut candidates: Vec<Slot> = vec![0; shuffled.len()];
+        for &s in &shuffled {
+            let b = top - 1 - cap[s as usize].min(top as u32 - 1) as usize;
+            candidates[at[b]] = s;
+            at[b] += 1;
+        }
         let mut next_candidate = candidates.into_iter();
         let per_stripe = roots.min(pool.len() / n.max(1)).max(1);
         for stripe in kept.iter_mut() {
@@ -1186,9 +1216,11 @@ impl Swarm {
                         let i = v as usize * n + k;
                         // One stripe per link: a second would wait behind
                         // the first on the same channel.
-                        let taken =
-                            (v as usize) < slots && (0..n).any(|j| src[v as usize * n + j] == u);
-                        if (v as usize) < slots && in_pool[v as usize] && src[i] == NONE && !taken {
+                        if (v as usize) < slots
+                            && in_pool[v as usize]
+                            && src[i] == NONE
+                            && !src[v as usize * n..v as usize * n + n].contains(&u)
+                        {
                             src[i] = u;
                             cap[u as usize] -= 1;
                             next.push(v);

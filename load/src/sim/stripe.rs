@@ -176,12 +176,31 @@ struct Pass {
     head: Vec<u32>,
     kid_list: Vec<u32>,
     heap: Agenda,
+    /// Per stripe, how many viewers still want it from the swarm (`src`
+    /// `SWARM`, not settled, taken over or being pulled): an offer of a
+    /// stripe nobody pulls ends before it walks the links.
+    open: Vec<u32>,
+    /// Per viewer, the same as bits (stripe `k` < 64 at bit `k`): an offer
+    /// skips at once a neighbour that wants none of what it offers.
+    want: Vec<u64>,
 }
 
 /// The pass's events, earliest first, then by kind, viewer and stripe
-/// (each packed in one `u64`: half the memory of a tuple and one compare).
-#[derive(Default)]
-struct Agenda(BinaryHeap<Reverse<u64>>);
+/// (each packed in one `u64`). A bucket per millisecond over the next
+/// `RING` ms (a pass's events are mostly within a few seconds of its
+/// start), a heap for the millisecond being run and one for later events:
+/// a binary heap of millions of events was a tenth of the run.
+struct Agenda {
+    /// The millisecond being run; its events in `cur`.
+    at: Ms,
+    cur: BinaryHeap<Reverse<u64>>,
+    /// Events of `at + 1 .. at + RING`, at `t % RING`.
+    ring: Vec<Vec<u64>>,
+    in_ring: usize,
+    far: BinaryHeap<Reverse<u64>>,
+}
+
+const RING: Ms = 8192;
 
 /// Sessions the stripe model can tell apart (viewer bits of an event).
 pub const MAX_SESSIONS: u64 = 1 << 24;
@@ -190,22 +209,80 @@ const MAX_T: Ms = (1 << 30) - 1;
 /// Longest run (well inside `MAX_T`: a pass's events end after the run).
 pub const MAX_DURATION_S: u64 = 200 * 3600;
 
+impl Default for Agenda {
+    fn default() -> Self {
+        Self {
+            at: 0,
+            cur: BinaryHeap::new(),
+            ring: vec![Vec::new(); RING as usize],
+            in_ring: 0,
+            far: BinaryHeap::new(),
+        }
+    }
+}
+
 impl Agenda {
+    /// Empty, running from `at`.
+    fn clear(&mut self, at: Ms) {
+        self.cur.clear();
+        if self.in_ring > 0 {
+            self.ring.iter_mut().for_each(Vec::clear);
+            self.in_ring = 0;
+        }
+        self.far.clear();
+        self.at = at.min(MAX_T);
+    }
+
     fn push(&mut self, t: Ms, kind: u8, v: u32, k: u8) {
         debug_assert!(u64::from(v) < MAX_SESSIONS && kind < 4);
         // Later than any run: the order among such events does not matter.
         let t = t.min(MAX_T);
-        self.0.push(Reverse(
-            t << 34 | u64::from(kind) << 32 | u64::from(v) << 8 | u64::from(k),
-        ));
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
+        let x = t << 34 | u64::from(kind) << 32 | u64::from(v) << 8 | u64::from(k);
+        if t <= self.at {
+            self.cur.push(Reverse(x));
+        } else if t < self.at + RING {
+            self.ring[(t % RING) as usize].push(x);
+            self.in_ring += 1;
+        } else {
+            self.far.push(Reverse(x));
+        }
     }
 
     fn pop(&mut self) -> Option<(Ms, u8, u32, u8)> {
-        let Reverse(x) = self.0.pop()?;
+        while self.cur.is_empty() {
+            if self.in_ring == 0 {
+                // Nothing within `RING`: on to the next later event.
+                let Reverse(x) = *self.far.peek()?;
+                self.at = (x >> 34) - 1;
+            }
+            self.at += 1;
+            let bucket = std::mem::take(&mut self.ring[(self.at % RING) as usize]);
+            self.in_ring -= bucket.len();
+            let mut cur = std::mem::take(&mut self.cur).into_vec();
+            cur.clear();
+            cur.extend(bucket.iter().map(|&x| Reverse(x)));
+            self.cur = BinaryHeap::from(cur);
+            self.ring[(self.at % RING) as usize] = {
+                let mut b = bucket;
+                b.clear();
+                b
+            };
+            // Later events now within reach of the ring.
+            while let Some(&Reverse(x)) = self.far.peek() {
+                let t = x >> 34;
+                if t >= self.at + RING {
+                    break;
+                }
+                self.far.pop();
+                if t <= self.at {
+                    self.cur.push(Reverse(x));
+                } else {
+                    self.ring[(t % RING) as usize].push(x);
+                    self.in_ring += 1;
+                }
+            }
+        }
+        let Reverse(x) = self.cur.pop()?;
         Some((
             x >> 34,
             (x >> 32 & 3) as u8,
@@ -213,6 +290,13 @@ impl Agenda {
             x as u8,
         ))
     }
+}
+
+/// Stripe `k`'s bit in `Pass::want`; stripes from 63 on share the last
+/// bit, which is never cleared (a viewer may then be visited for nothing,
+/// never skipped wrongly).
+fn stripe_bit(k: usize) -> u64 {
+    1 << k.min(63)
 }
 
 impl Pass {
@@ -237,8 +321,24 @@ impl Pass {
         fill(&mut self.flags, nv * n, 0);
         fill(&mut self.pull_lane, nv * n, None);
         fill(&mut self.credit, nv * n, 0.0);
+        fill(&mut self.open, n, 0);
+        fill(&mut self.want, nv, 0);
         self.lanes = lanes;
-        self.heap.clear();
+    }
+
+    /// Sets `flag` on stripe `x`, counting it out of `open` when it stops
+    /// being one the swarm is asked for.
+    fn mark(&mut self, x: usize, flag: u8) {
+        const DONE: u8 = SETTLED | TAKEN | PULLED;
+        let before = self.flags[x];
+        self.flags[x] |= flag;
+        if self.src[x] == SWARM && before & DONE == 0 && flag & DONE != 0 {
+            let n = self.open.len();
+            self.open[x % n] -= 1;
+            if x % n < 63 {
+                self.want[x / n] &= !stripe_bit(x % n);
+            }
+        }
     }
 
     /// Builds the children lists from `src`.
@@ -353,7 +453,7 @@ impl Pass {
             if let Some(lane) = self.pull_lane[x].take() {
                 self.release(lane, t);
             }
-            self.flags[x] |= TAKEN;
+            self.mark(x, TAKEN);
         }
         self.over_http(c, v, t + ttfb, &late);
     }
@@ -382,8 +482,10 @@ impl Pass {
                 // The parent leaves first: pulls or HTTP, at once if the
                 // child relays the stripe itself.
                 self.src[y] = SWARM;
+                self.open[usize::from(k)] += 1;
+                self.want[ch] |= stripe_bit(usize::from(k));
                 if self.head[y + 1] > self.head[y] {
-                    self.flags[y] |= TAKEN;
+                    self.mark(y, TAKEN);
                     let at = vw.leave_at.max(t) + c.cdn + cw.latency;
                     self.over_http(c, ch as u32, at, &[usize::from(k)]);
                 }
@@ -402,16 +504,30 @@ impl Pass {
             return;
         }
         let slots = usize::from(self.slots[ui]).max(1);
-        let ks: Vec<usize> = match only {
-            Some(k) => vec![usize::from(k)],
-            None => (0..n).filter(|&k| self.first[ui * n + k] <= t).collect(),
-        };
+        // Stripes `u` has bytes of that someone still wants from the swarm.
+        let mut ks = [0usize; 256];
+        let mut nk = 0;
+        for k in 0..n {
+            let offered = match only {
+                Some(o) => usize::from(o) == k,
+                None => self.first[ui * n + k] <= t,
+            };
+            if offered && self.open[k] > 0 {
+                ks[nk] = k;
+                nk += 1;
+            }
+        }
+        let ks = &ks[..nk];
+        if ks.is_empty() {
+            return;
+        }
+        let mask = ks.iter().fold(0, |m, &k| m | stripe_bit(k));
         for &w in &uw.links {
             let wi = w as usize;
-            if !self.on[wi] || self.left[wi] == 0 {
+            if self.want[wi] & mask == 0 || !self.on[wi] || self.left[wi] == 0 {
                 continue;
             }
-            for &k in &ks {
+            for &k in ks {
                 let y = wi * n + k;
                 if self.src[y] != SWARM || self.flags[y] & (SETTLED | TAKEN | PULLED) != 0 {
                     continue;
@@ -446,7 +562,7 @@ impl Pass {
                 // keeping what came; HTTP brings the rest.
                 let limit = (self.ann[wi] + c.delay).saturating_sub(c.margin);
                 let first_byte = send + link as f64;
-                self.flags[y] |= PULLED;
+                self.mark(y, PULLED);
                 if sent + link as f64 > limit as f64 {
                     let quit = (first_byte + MEASURE_MS as f64).ceil() as Ms;
                     let came = self.progress(c, ui * n + k, quit.saturating_sub(link));
@@ -707,6 +823,7 @@ impl Sim<'_> {
         };
         let mut p = std::mem::take(&mut self.pass);
         p.reset(nv, n, lanes);
+        p.heap.clear(now);
         for &(v, _) in told {
             let vi = v as usize;
             if self.viewers[vi].present {
@@ -745,6 +862,10 @@ impl Sim<'_> {
                     }
                 };
                 p.src[vi * n + k] = src;
+                if src == SWARM {
+                    p.open[k] += 1;
+                    p.want[vi] |= stripe_bit(k);
+                }
                 any_origin |= src == ORIGIN;
                 if src < SWARM {
                     p.kids[src as usize] += 1;
@@ -808,7 +929,7 @@ impl Sim<'_> {
                 FIRST if p.first[x] == t => p.offer(&c, t, v, Some(k), &self.viewers),
                 LANE => p.offer(&c, t, v, None, &self.viewers),
                 ARRIVED if p.flags[x] & SETTLED == 0 && p.tent[x] == t => {
-                    p.flags[x] |= SETTLED;
+                    p.mark(x, SETTLED);
                     p.left[vi] -= 1;
                     p.feed_children(&c, t, v, k, &self.viewers);
                     if p.left[vi] > 0 {
