@@ -1113,6 +1113,8 @@ impl Swarm {
     ) -> Vec<Slot> {
         const NONE: u32 = u32::MAX;
         const ORIGIN: u32 = u32::MAX - 1;
+        // A peer outside the pool: never planned.
+        const OUT: u32 = u32::MAX - 2;
         let n = usize::from(self.cfg.stripes);
         let slots = self.peers.len();
         let bitrate_kbps = (meta
@@ -1194,22 +1196,35 @@ impl Swarm {
                 }
             }
         }
-        let mut src = vec![NONE; slots * n];
+        // The tree growth's test reads one array: `NONE` is a pool member
+        // with no source yet (a cache miss per neighbour visited).
+        let mut src = vec![OUT; slots * n];
+        for &s in pool {
+            src[s as usize * n..s as usize * n + n].fill(NONE);
+        }
         let mut frontier: Vec<Vec<Slot>> = kept.clone();
         for (k, stripe) in kept.iter().enumerate() {
             for &s in stripe {
                 src[s as usize * n + k] = ORIGIN;
             }
         }
+        // Every peer's neighbours in one array, read in slot order: the
+        // growth below visits each peer once per stripe.
+        let mut nb_at = vec![0u32; slots + 1];
+        let mut nb: Vec<Slot> = Vec::new();
+        for (s, p) in self.peers.iter().enumerate() {
+            if let Some(p) = p {
+                nb.extend_from_slice(&p.neighbours);
+            }
+            nb_at[s + 1] = nb.len() as u32;
+        }
         loop {
             let mut grew = false;
             for (k, front) in frontier.iter_mut().enumerate() {
                 let mut next = Vec::new();
                 for &u in front.iter() {
-                    let Some(p) = self.peers[u as usize].as_ref() else {
-                        continue;
-                    };
-                    for &v in &p.neighbours {
+                    let ui = u as usize;
+                    for &v in &nb[nb_at[ui] as usize..nb_at[ui + 1] as usize] {
                         if cap[u as usize] == 0 {
                             break;
                         }
@@ -1217,7 +1232,6 @@ impl Swarm {
                         // One stripe per link: a second would wait behind
                         // the first on the same channel.
                         if (v as usize) < slots
-                            && in_pool[v as usize]
                             && src[i] == NONE
                             && !src[v as usize * n..v as usize * n + n].contains(&u)
                         {
@@ -1242,7 +1256,7 @@ impl Swarm {
         }
         // Each parent's children, in pool order (one flat array, `start`
         // indexing it by slot).
-        let parent = |x: u32| (x != NONE && x != ORIGIN).then_some(x as usize);
+        let parent = |x: u32| (x < OUT).then_some(x as usize);
         let mut start = vec![0u32; slots + 1];
         for &v in pool {
             for k in 0..n {
@@ -1264,7 +1278,13 @@ impl Swarm {
                 }
             }
         }
-        let serial = |sw: &Self, s: u32| sw.peer(s).map_or(KEY_SWARM, |p| p.serial);
+        // Read once, in slot order: looked up for every stripe and child.
+        let serials: Vec<u64> = self
+            .peers
+            .iter()
+            .map(|p| p.as_ref().map_or(KEY_SWARM, |p| p.serial))
+            .collect();
+        let serial = |s: u32| serials.get(s as usize).copied().unwrap_or(KEY_SWARM);
         let mut key: Vec<u64> = Vec::with_capacity(4 * n);
         let mut kid_keys: Vec<u64> = Vec::new();
         for &v in pool {
@@ -1275,10 +1295,10 @@ impl Swarm {
             key.extend(own.iter().map(|&u| match u {
                 NONE => KEY_SWARM,
                 ORIGIN => KEY_ORIGIN,
-                u => serial(self, u),
+                u => serial(u),
             }));
             kid_keys.clear();
-            kid_keys.extend(children.iter().map(|&c| serial(self, c)));
+            kid_keys.extend(children.iter().map(|&c| serial(c)));
             kid_keys.sort_unstable();
             kid_keys.dedup();
             key.extend_from_slice(&kid_keys);

@@ -43,7 +43,7 @@
 //! moment.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::rc::Rc;
 
 use rand::rngs::SmallRng;
@@ -172,6 +172,10 @@ struct Pass {
     tent: Vec<Ms>,
     first: Vec<Ms>,
     flags: Vec<u8>,
+    /// Each viewer's links as the pass began (they change only between
+    /// passes): `link_list[link_at[v]..link_at[v + 1]]`.
+    link_at: Vec<u32>,
+    link_list: Vec<u32>,
     /// Children of (parent, stripe): `kid_list[head[i]..head[i + 1]]`.
     head: Vec<u32>,
     kid_list: Vec<u32>,
@@ -292,6 +296,33 @@ impl Agenda {
     }
 }
 
+/// Some of a segment's stripes (at most 256), without an allocation.
+struct Picked {
+    ks: [u8; 256],
+    len: usize,
+}
+
+impl Picked {
+    /// The stripes `k < n` for which `f(k)` holds, in order.
+    fn of(n: usize, mut f: impl FnMut(usize) -> bool) -> Self {
+        let mut p = Picked {
+            ks: [0; 256],
+            len: 0,
+        };
+        for k in 0..n.min(256) {
+            if f(k) {
+                p.ks[p.len] = k as u8;
+                p.len += 1;
+            }
+        }
+        p
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        &self.ks[..self.len]
+    }
+}
+
 /// Stripe `k`'s bit in `Pass::want`; stripes from 63 on share the last
 /// bit, which is never cleared (a viewer may then be visited for nothing,
 /// never skipped wrongly).
@@ -380,11 +411,11 @@ impl Pass {
 
     /// What stripes `ks` of viewer `v` lack over HTTP, one range from
     /// `start` (the first byte) in stripe order.
-    fn over_http(&mut self, c: &Consts, v: u32, start: Ms, ks: &[usize]) {
+    fn over_http(&mut self, c: &Consts, v: u32, start: Ms, ks: &[u8]) {
         let rate = self.http_rate[v as usize];
         let mut s = start as f64;
         for &k in ks {
-            let x = v as usize * c.n + k;
+            let x = v as usize * c.n + usize::from(k);
             let bytes = c.stripe - self.credit[x];
             self.flags[x] |= HTTP;
             self.tent[x] = Ms::MAX;
@@ -422,19 +453,18 @@ impl Pass {
             return;
         }
         let limit = (self.ann[vi] + c.delay).saturating_sub(c.margin);
-        let late: Vec<usize> = (0..c.n)
-            .filter(|&k| {
-                let x = vi * c.n + k;
-                self.flags[x] & (SETTLED | TAKEN) == 0 && self.tent[x] > limit
-            })
-            .collect();
+        let late = Picked::of(c.n, |k| {
+            let x = vi * c.n + k;
+            self.flags[x] & (SETTLED | TAKEN) == 0 && self.tent[x] > limit
+        });
+        let late = late.as_slice();
         if late.is_empty() {
             return;
         }
         let ttfb = c.cdn + viewers[vi].latency;
         let bytes: f64 = late
             .iter()
-            .map(|&k| c.stripe - self.credit[vi * c.n + k])
+            .map(|&k| c.stripe - self.credit[vi * c.n + usize::from(k)])
             .sum();
         let need = ttfb + (bytes / self.http_rate[vi]).ceil() as Ms;
         let start = limit.saturating_sub(need);
@@ -442,10 +472,10 @@ impl Pass {
             self.heap.push(start, CHECK, v, 0);
             return;
         }
-        for &k in &late {
+        for &k in late {
             // What the peer transfer brought so far stays; its upload slot
             // is free.
-            let x = vi * c.n + k;
+            let x = vi * c.n + usize::from(k);
             if self.tent[x] != Ms::MAX {
                 *given_up += 1;
                 self.credit[x] = self.credit[x].max(self.progress(c, x, t));
@@ -455,7 +485,7 @@ impl Pass {
             }
             self.mark(x, TAKEN);
         }
-        self.over_http(c, v, t + ttfb, &late);
+        self.over_http(c, v, t + ttfb, late);
     }
 
     /// Stripe `k` of `v` is whole at `t`: its planned children get it
@@ -487,7 +517,7 @@ impl Pass {
                 if self.head[y + 1] > self.head[y] {
                     self.mark(y, TAKEN);
                     let at = vw.leave_at.max(t) + c.cdn + cw.latency;
-                    self.over_http(c, ch as u32, at, &[usize::from(k)]);
+                    self.over_http(c, ch as u32, at, &[k]);
                 }
                 continue;
             }
@@ -505,29 +535,26 @@ impl Pass {
         }
         let slots = usize::from(self.slots[ui]).max(1);
         // Stripes `u` has bytes of that someone still wants from the swarm.
-        let mut ks = [0usize; 256];
-        let mut nk = 0;
-        for k in 0..n {
+        let ks = Picked::of(n, |k| {
             let offered = match only {
                 Some(o) => usize::from(o) == k,
                 None => self.first[ui * n + k] <= t,
             };
-            if offered && self.open[k] > 0 {
-                ks[nk] = k;
-                nk += 1;
-            }
-        }
-        let ks = &ks[..nk];
+            offered && self.open[k] > 0
+        });
+        let ks = ks.as_slice();
         if ks.is_empty() {
             return;
         }
-        let mask = ks.iter().fold(0, |m, &k| m | stripe_bit(k));
-        for &w in &uw.links {
-            let wi = w as usize;
+        let mask = ks.iter().fold(0, |m, &k| m | stripe_bit(usize::from(k)));
+        let (from, to) = (self.link_at[ui] as usize, self.link_at[ui + 1] as usize);
+        for i in from..to {
+            let wi = self.link_list[i] as usize;
             if self.want[wi] & mask == 0 || !self.on[wi] || self.left[wi] == 0 {
                 continue;
             }
             for &k in ks {
+                let k = usize::from(k);
                 let y = wi * n + k;
                 if self.src[y] != SWARM || self.flags[y] & (SETTLED | TAKEN | PULLED) != 0 {
                     continue;
@@ -587,8 +614,9 @@ struct Sim<'a> {
     queue: calendar::Queue<Ev>,
     rng: SmallRng,
     viewers: Vec<Viewer>,
-    by_id: BTreeMap<PeerId, u32>,
-    by_slot: BTreeMap<Slot, u32>,
+    by_id: HashMap<PeerId, u32>,
+    /// The viewer in each tracker slot (`u32::MAX`: none).
+    by_slot: Vec<u32>,
     tracker: Swarm,
     publisher: Slot,
     rendition: RenditionId,
@@ -674,7 +702,7 @@ impl Sim<'_> {
             };
             let msg = Rc::new(msg);
             for s in slots {
-                let Some(&v) = self.by_slot.get(&s) else {
+                let Some(&v) = self.by_slot.get(s as usize).filter(|&&v| v != u32::MAX) else {
                     continue;
                 };
                 match (announce, &*msg) {
@@ -824,6 +852,13 @@ impl Sim<'_> {
         let mut p = std::mem::take(&mut self.pass);
         p.reset(nv, n, lanes);
         p.heap.clear(now);
+        p.link_at.clear();
+        p.link_list.clear();
+        p.link_at.push(0);
+        for vw in &self.viewers {
+            p.link_list.extend_from_slice(&vw.links);
+            p.link_at.push(p.link_list.len() as u32);
+        }
         for &(v, _) in told {
             let vi = v as usize;
             if self.viewers[vi].present {
@@ -908,14 +943,13 @@ impl Sim<'_> {
             // The origin's stripes, and those it must relay to planned
             // children with nothing planned to bring them (the core fetches
             // such bytes over HTTP at once).
-            let origin: Vec<usize> = (0..n)
-                .filter(|&k| {
-                    let x = vi * n + k;
-                    p.src[x] == ORIGIN || (p.src[x] == SWARM && p.head[x + 1] > p.head[x])
-                })
-                .collect();
+            let origin = Picked::of(n, |k| {
+                let x = vi * n + k;
+                p.src[x] == ORIGIN || (p.src[x] == SWARM && p.head[x + 1] > p.head[x])
+            });
+            let origin = origin.as_slice();
             let start = now.max(p.ann[vi] + c.cdn + vw.latency);
-            p.over_http(&c, v, start, &origin);
+            p.over_http(&c, v, start, origin);
             if origin.len() < n {
                 p.heap.push(now, CHECK, v, 0);
             }
@@ -984,7 +1018,11 @@ impl Sim<'_> {
                     vw.slot = Some(slot);
                     vw.present = true;
                     vw.play.joined_at = now;
-                    self.by_slot.insert(slot, v);
+                    let i = slot as usize;
+                    if self.by_slot.len() <= i {
+                        self.by_slot.resize(i + 1, u32::MAX);
+                    }
+                    self.by_slot[i] = v;
                     self.drain_tracker(None);
                 }
             }
@@ -997,7 +1035,9 @@ impl Sim<'_> {
                 vw.play.left_at = Some(now);
                 let links = std::mem::take(&mut vw.links);
                 if let Some(slot) = vw.slot.take() {
-                    self.by_slot.remove(&slot);
+                    if let Some(x) = self.by_slot.get_mut(slot as usize) {
+                        *x = u32::MAX;
+                    }
                     self.tracker.leave(now, slot);
                 }
                 for o in links {
@@ -1108,8 +1148,8 @@ pub fn run(sc: &Scenario, policy: Policy, seed: u64, mut progress: impl FnMut(f6
         queue: calendar::Queue::default(),
         rng: SmallRng::seed_from_u64(seed),
         viewers: Vec::with_capacity(sc.viewers),
-        by_id: BTreeMap::new(),
-        by_slot: BTreeMap::new(),
+        by_id: HashMap::new(),
+        by_slot: Vec::new(),
         tracker,
         publisher,
         rendition,
