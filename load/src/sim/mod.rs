@@ -1619,6 +1619,26 @@ mod tests {
     }
 
     #[test]
+    fn the_stripe_model_refuses_runs_it_cannot_tell_apart() {
+        let args = |viewers, duration| SimArgs {
+            scenario: std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../scenarios/upload-1.5x.toml"),
+            viewers: Some(viewers),
+            duration: Some(duration),
+            policy: Some(Policy::Plan),
+            seed: 1,
+            model: Model::Stripe,
+            json: None,
+            html: None,
+        };
+        for (viewers, duration) in [(20_000_000, 10), (10, 1_000_000)] {
+            let e = run_cli(&args(viewers, duration))
+                .expect_err("a run too large for the stripe model is refused");
+            assert!(e.to_string().contains("sessions apart"), "{e}");
+        }
+    }
+
+    #[test]
     fn a_seed_gives_one_report_without_churn() {
         let text = SMALL.replace("leave_per_min = 0.5", "leave_per_min = 0.0");
         let sc = Scenario::parse(&text, "small").unwrap();
