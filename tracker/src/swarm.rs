@@ -221,7 +221,7 @@ struct Peer {
     /// carry).
     max_links: u16,
     /// The stripe plan it was last sent, per rendition (a relay is in the
-    /// plan of each), as a plan key (see `plan_key`).
+    /// plan of each), as a plan key (see `KEY_SWARM`).
     stripes_sent: Vec<(RenditionId, Vec<u64>)>,
     /// This session's number in the swarm (a slot is reused by later
     /// sessions; a serial is not).
@@ -784,19 +784,9 @@ impl Swarm {
             all.truncate(sample);
             all
         } else {
-            // A sample drawn at random, as `select_neighbours` does: a scan
-            // of the whole swarm for every joiner costs O(N) each, O(N²)
-            // for a crowd joining.
-            let mut out = Vec::with_capacity(sample);
-            let mut tries = 0;
-            while out.len() < sample && tries < sample * 4 {
-                tries += 1;
-                let s = self.rng.random_range(0..self.peers.len()) as Slot;
-                if self.peer(s).is_some_and(linked) && !avoid.contains(&s) && !out.contains(&s) {
-                    out.push(s);
-                }
-            }
-            out
+            // A scan of the whole swarm for every joiner would cost O(N)
+            // each, O(N²) for a crowd joining.
+            self.draw_sample(|s, p| linked(p) && !avoid.contains(&s))
         };
         let mut out = Vec::new();
         for a in full {
@@ -832,6 +822,23 @@ impl Swarm {
         out
     }
 
+    /// Up to `selection_sample` distinct peers drawn at random among those
+    /// `ok` accepts, in at most four times that many draws: the candidates
+    /// of a swarm larger than the sample, without scanning it.
+    fn draw_sample(&mut self, ok: impl Fn(Slot, &Peer) -> bool) -> Vec<Slot> {
+        let sample = self.cfg.selection_sample;
+        let mut out = Vec::with_capacity(sample);
+        let mut tries = 0;
+        while out.len() < sample && tries < sample * 4 {
+            tries += 1;
+            let s = self.rng.random_range(0..self.peers.len()) as Slot;
+            if self.peer(s).is_some_and(|p| ok(s, p)) && !out.contains(&s) {
+                out.push(s);
+            }
+        }
+        out
+    }
+
     /// The selection policy (ARCHITECTURE.md, "Peer selection"): among a
     /// sample of the swarm, drop the asker, its neighbours, publishers and
     /// peers with no free slot; score the rest by same region, free slots,
@@ -856,18 +863,7 @@ impl Swarm {
                 .filter_map(|(s, p)| p.as_ref().filter(|p| ok(s as Slot, p)).map(|_| s as Slot))
                 .collect()
         } else {
-            let mut out = Vec::with_capacity(self.cfg.selection_sample);
-            let mut tries = 0;
-            while out.len() < self.cfg.selection_sample && tries < self.cfg.selection_sample * 4 {
-                tries += 1;
-                let s = self.rng.random_range(0..self.peers.len()) as Slot;
-                if let Some(p) = self.peer(s) {
-                    if ok(s, p) && !out.contains(&s) {
-                        out.push(s);
-                    }
-                }
-            }
-            out
+            self.draw_sample(ok)
         };
         candidates.shuffle(&mut self.rng);
         // Recent segments (newest 3 of each rendition) for the "holds what

@@ -180,13 +180,13 @@ struct Pass {
     head: Vec<u32>,
     kid_list: Vec<u32>,
     heap: Agenda,
-    /// Per stripe, how many viewers still want it from the swarm (`src`
-    /// `SWARM`, not settled, taken over or being pulled): an offer of a
-    /// stripe nobody pulls ends before it walks the links.
-    open: Vec<u32>,
-    /// Per viewer, the same as bits (stripe `k` < 64 at bit `k`): an offer
-    /// skips at once a neighbour that wants none of what it offers.
+    /// Per viewer, the stripes it still wants from the swarm (`src`
+    /// `SWARM`, not settled, taken over or being pulled) as bits (see
+    /// `stripe_bit`): an offer skips at once a neighbour that wants none of
+    /// what it offers.
     want: Vec<u64>,
+    /// Stripes per segment.
+    n: usize,
 }
 
 /// The pass's events, earliest first, then by kind, viewer and stripe
@@ -260,17 +260,9 @@ impl Agenda {
                 self.at = (x >> 34) - 1;
             }
             self.at += 1;
-            let bucket = std::mem::take(&mut self.ring[(self.at % RING) as usize]);
+            let bucket = &mut self.ring[(self.at % RING) as usize];
             self.in_ring -= bucket.len();
-            let mut cur = std::mem::take(&mut self.cur).into_vec();
-            cur.clear();
-            cur.extend(bucket.iter().map(|&x| Reverse(x)));
-            self.cur = BinaryHeap::from(cur);
-            self.ring[(self.at % RING) as usize] = {
-                let mut b = bucket;
-                b.clear();
-                b
-            };
+            self.cur.extend(bucket.drain(..).map(Reverse));
             // Later events now within reach of the ring.
             while let Some(&Reverse(x)) = self.far.peek() {
                 let t = x >> 34;
@@ -352,20 +344,19 @@ impl Pass {
         fill(&mut self.flags, nv * n, 0);
         fill(&mut self.pull_lane, nv * n, None);
         fill(&mut self.credit, nv * n, 0.0);
-        fill(&mut self.open, n, 0);
         fill(&mut self.want, nv, 0);
         self.lanes = lanes;
+        self.n = n;
     }
 
-    /// Sets `flag` on stripe `x`, counting it out of `open` when it stops
+    /// Sets `flag` on stripe `x`, taking it out of `want` when it stops
     /// being one the swarm is asked for.
     fn mark(&mut self, x: usize, flag: u8) {
         const DONE: u8 = SETTLED | TAKEN | PULLED;
         let before = self.flags[x];
         self.flags[x] |= flag;
         if self.src[x] == SWARM && before & DONE == 0 && flag & DONE != 0 {
-            let n = self.open.len();
-            self.open[x % n] -= 1;
+            let n = self.n;
             if x % n < 63 {
                 self.want[x / n] &= !stripe_bit(x % n);
             }
@@ -512,7 +503,6 @@ impl Pass {
                 // The parent leaves first: pulls or HTTP, at once if the
                 // child relays the stripe itself.
                 self.src[y] = SWARM;
-                self.open[usize::from(k)] += 1;
                 self.want[ch] |= stripe_bit(usize::from(k));
                 if self.head[y + 1] > self.head[y] {
                     self.mark(y, TAKEN);
@@ -534,13 +524,10 @@ impl Pass {
             return;
         }
         let slots = usize::from(self.slots[ui]).max(1);
-        // Stripes `u` has bytes of that someone still wants from the swarm.
-        let ks = Picked::of(n, |k| {
-            let offered = match only {
-                Some(o) => usize::from(o) == k,
-                None => self.first[ui * n + k] <= t,
-            };
-            offered && self.open[k] > 0
+        // The stripe named, or every stripe `u` has bytes of.
+        let ks = Picked::of(n, |k| match only {
+            Some(o) => usize::from(o) == k,
+            None => self.first[ui * n + k] <= t,
         });
         let ks = ks.as_slice();
         if ks.is_empty() {
@@ -898,7 +885,6 @@ impl Sim<'_> {
                 };
                 p.src[vi * n + k] = src;
                 if src == SWARM {
-                    p.open[k] += 1;
                     p.want[vi] |= stripe_bit(k);
                 }
                 any_origin |= src == ORIGIN;
