@@ -109,6 +109,44 @@ impl MessageError {
     }
 }
 
+/// A WebTorrent tracker request that could not be decoded
+/// ([`crate::webtorrent`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum WtError {
+    /// Not JSON, or a field of the wrong type.
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    /// No `action` field.
+    #[error("no action")]
+    NoAction,
+    /// An `action` other than `announce` or `scrape`.
+    #[error("unknown action")]
+    UnknownAction,
+    /// A field the action needs is absent.
+    #[error("missing {0}")]
+    Missing(&'static str),
+    /// An id that is not a binary string of 20 characters U+0000..=U+00FF.
+    #[error("bad id: {0}")]
+    BadId(&'static str),
+    /// An `event` other than started, stopped, completed, update.
+    #[error("unknown event")]
+    BadEvent,
+}
+
+impl WtError {
+    /// A short label for counters (`reason` of the refusal metric).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WtError::Malformed(_) => "malformed",
+            WtError::NoAction => "no_action",
+            WtError::UnknownAction => "unknown_action",
+            WtError::Missing(_) => "missing_field",
+            WtError::BadId(_) => "bad_id",
+            WtError::BadEvent => "bad_event",
+        }
+    }
+}
+
 /// A stream token that does not grant what was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
 pub enum TokenError {
@@ -155,4 +193,7 @@ pub enum Error {
     /// See [`TokenError`].
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// See [`WtError`].
+    #[error(transparent)]
+    WebTorrent(#[from] WtError),
 }

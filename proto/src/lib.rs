@@ -4,7 +4,8 @@
 //! codecs: validated ids ([`ids`]), the segment integrity record
 //! ([`segment::SegmentMeta`]), the tracker protocol ([`tracker`], JSON over
 //! WebSocket), the peer wire protocol ([`wire`], binary frames on a data
-//! channel) and stream tokens ([`token`], HMAC-SHA256).
+//! channel), stream tokens ([`token`], HMAC-SHA256) and the WebTorrent
+//! tracker protocol ([`webtorrent`]) that browser P2P players already speak.
 //!
 //! **Invariant:** this crate does no I/O, reads no clock (callers pass `now`)
 //! and spawns nothing. Decoders never panic on any input; every wire type has
@@ -16,9 +17,10 @@ pub mod ids;
 pub mod segment;
 pub mod token;
 pub mod tracker;
+pub mod webtorrent;
 pub mod wire;
 
-pub use error::{Error, FrameError, IdError, MessageError, TokenError};
+pub use error::{Error, FrameError, IdError, MessageError, TokenError, WtError};
 pub use ids::{PeerId, RenditionId, SegmentId, Seq, StreamId};
 pub use segment::{
     BLOCK_SIZE, BlockHashes, MAX_BLOCK_SIZE, MAX_BLOCKS, RenditionIndex, SegmentMeta, Sha256Digest,

@@ -136,6 +136,48 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_ICE_SERVERS", value_delimiter = ',')]
     pub ice_server: Vec<String>,
 
+    /// Also serve the WebTorrent endpoint alone on this address, on every
+    /// path (it is always at `/announce`, and at `/` for WebSocket
+    /// upgrades, on `--listen`). Same TLS as `--listen`.
+    #[arg(long, env = "SWARMCAST_WT_LISTEN")]
+    pub wt_listen: Option<SocketAddr>,
+
+    /// WebTorrent: most offers relayed per announce (browsers send 5–10).
+    #[arg(long, env = "SWARMCAST_WT_MAX_OFFERS", default_value_t = 10)]
+    pub wt_max_offers: usize,
+
+    /// WebTorrent: how long a relayed offer may be answered, ms.
+    #[arg(long, env = "SWARMCAST_WT_OFFER_TTL_MS", default_value_t = 120_000)]
+    pub wt_offer_ttl_ms: u64,
+
+    /// WebTorrent: `interval` of announce replies, s.
+    #[arg(long, env = "SWARMCAST_WT_INTERVAL_S", default_value_t = 120)]
+    pub wt_interval_s: u32,
+
+    /// WebTorrent: largest message, bytes (five offers with 4 KiB SDPs are
+    /// about 21 KiB).
+    #[arg(long, env = "SWARMCAST_WT_MAX_MESSAGE", default_value_t = 65_536)]
+    pub wt_max_message: usize,
+
+    /// WebTorrent: swarms (info hashes) one connection may be in at once.
+    #[arg(long, env = "SWARMCAST_WT_MAX_SWARMS_PER_CONN", default_value_t = 32)]
+    pub wt_max_swarms_per_conn: usize,
+
+    /// WebTorrent: info hashes answered per scrape (a scrape without any is
+    /// refused).
+    #[arg(long, env = "SWARMCAST_WT_MAX_SCRAPE", default_value_t = 64)]
+    pub wt_max_scrape: usize,
+
+    /// WebTorrent: connections need `?token=T`, T a viewer token for stream
+    /// `webtorrent` signed with --token-secret.
+    #[arg(long, env = "SWARMCAST_WT_REQUIRE_TOKEN")]
+    pub wt_require_token: bool,
+
+    /// WebTorrent: serve only the info hashes in this file (40 hex digits
+    /// per line; `#` starts a comment).
+    #[arg(long, env = "SWARMCAST_WT_ALLOW_LIST", value_name = "FILE")]
+    pub wt_allow_list: Option<PathBuf>,
+
     /// Seconds open sessions get to close at shutdown.
     #[arg(long, env = "SWARMCAST_GRACE_SECONDS", default_value_t = 2)]
     pub grace_seconds: u64,
@@ -171,6 +213,15 @@ impl Config {
         if self.msgs_per_sec == 0 || self.msg_burst < self.msgs_per_sec {
             return err("--msg-burst must be at least --msgs-per-sec, which must be at least 1");
         }
+        if self.wt_max_offers == 0 || self.wt_max_offers > 100 {
+            return err("--wt-max-offers must be between 1 and 100");
+        }
+        if self.wt_max_message < 1024 || self.wt_max_message > 1 << 20 {
+            return err("--wt-max-message must be between 1024 and 1048576");
+        }
+        if self.wt_max_swarms_per_conn == 0 || self.wt_max_scrape == 0 {
+            return err("--wt-max-swarms-per-conn and --wt-max-scrape must be at least 1");
+        }
         if self.idle_timeout_ms <= self.ping_interval_ms {
             return err("--idle-timeout-ms must be longer than --ping-interval-ms");
         }
@@ -182,6 +233,52 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The WebTorrent swarms' settings.
+    pub fn wt_swarm(&self) -> crate::webtorrent::WtConfig {
+        crate::webtorrent::WtConfig {
+            max_offers: self.wt_max_offers,
+            offer_ttl_ms: self.wt_offer_ttl_ms,
+            max_pending_offers: 10 * self.wt_max_offers.max(1),
+            interval_s: self.wt_interval_s,
+            max_peers: self.max_peers_per_swarm,
+        }
+    }
+
+    /// The WebTorrent endpoint's limits; reads the allow-list file.
+    pub fn wt_limits(&self) -> Result<crate::webtorrent_server::WtLimits, TrackerError> {
+        let allow = match &self.wt_allow_list {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    TrackerError::Config(format!("--wt-allow-list {}: {e}", path.display()))
+                })?;
+                let mut set = std::collections::HashSet::new();
+                for (n, line) in text.lines().enumerate() {
+                    let line = line.split('#').next().unwrap_or("").trim();
+                    if line.is_empty() {
+                        continue;
+                    }
+                    let id = swarmcast_proto::webtorrent::BinId::from_hex(line).map_err(|_| {
+                        TrackerError::Config(format!(
+                            "--wt-allow-list {} line {}: not 40 hex digits",
+                            path.display(),
+                            n + 1
+                        ))
+                    })?;
+                    set.insert(id);
+                }
+                Some(set)
+            }
+        };
+        Ok(crate::webtorrent_server::WtLimits {
+            max_message: self.wt_max_message,
+            max_swarms_per_conn: self.wt_max_swarms_per_conn,
+            max_scrape: self.wt_max_scrape,
+            require_token: self.wt_require_token,
+            allow,
+        })
     }
 
     /// The per-swarm settings.

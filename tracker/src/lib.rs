@@ -25,6 +25,8 @@ pub mod error;
 pub mod server;
 pub mod stats;
 pub mod swarm;
+pub mod webtorrent;
+pub mod webtorrent_server;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -73,15 +75,34 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         config.max_swarms,
         shutdown.clone(),
         tasks.clone(),
+        webtorrent_server::WtHub::new(config.wt_swarm(), config.wt_limits()?),
     );
     let listener = swarmcast_svc::bind(config.listen, tls.is_some()).await?;
     let addr = listener
         .local_addr()
         .map_err(|e| TrackerError::Config(e.to_string()))?;
-    let router = server::router(tracker);
     let grace = Duration::from_secs(config.grace_seconds);
+    let wt_done = match config.wt_listen {
+        Some(a) => {
+            let l = swarmcast_svc::bind(a, tls.is_some()).await?;
+            let (router, tls, stop) = (
+                server::wt_router(tracker.clone()),
+                tls.clone(),
+                shutdown.clone(),
+            );
+            Some(tokio::spawn(async move {
+                swarmcast_svc::serve(l, tls, router, true, stop, grace).await;
+            }))
+        }
+        None => None,
+    };
+    let router = server::router(tracker);
     let done = tokio::spawn(async move {
         swarmcast_svc::serve(listener, tls, router, true, shutdown.clone(), grace).await;
+        shutdown.cancel();
+        if let Some(w) = wt_done {
+            let _ = w.await;
+        }
         shutdown.cancel();
         tasks.close();
         let _ = tokio::time::timeout(grace, tasks.wait()).await;

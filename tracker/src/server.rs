@@ -31,6 +31,7 @@ use tracing::{Instrument as _, debug, field, info, info_span, warn};
 
 use crate::stats::StreamStats;
 use crate::swarm::{JoinRequest, Recipients, Slot, Swarm, SwarmConfig};
+use crate::webtorrent_server::{self, WtHub};
 
 /// Messages queued to one session before it counts as too slow and is
 /// dropped.
@@ -78,6 +79,59 @@ pub struct SessionLimits {
     pub idle_timeout: Duration,
 }
 
+/// A session's token bucket: `msgs_per_sec` sustained, `msg_burst` at once;
+/// more than [`MAX_VIOLATIONS`] refused messages in a row is a flood.
+#[derive(Debug)]
+pub(crate) struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    refill_at: Instant,
+    violations: u32,
+}
+
+/// What the bucket says of one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admit {
+    /// Handle it.
+    Yes,
+    /// Refuse it (too many messages).
+    No,
+    /// Refuse it and close the session (a flood).
+    Flood,
+}
+
+impl RateLimit {
+    pub(crate) fn new(limits: &SessionLimits) -> Self {
+        Self {
+            rate: f64::from(limits.msgs_per_sec),
+            burst: f64::from(limits.msg_burst),
+            tokens: f64::from(limits.msg_burst),
+            refill_at: Instant::now(),
+            violations: 0,
+        }
+    }
+
+    /// Takes a token for one message, before any parsing.
+    pub(crate) fn admit(&mut self) -> Admit {
+        let now = Instant::now();
+        self.tokens = (self.tokens + now.duration_since(self.refill_at).as_secs_f64() * self.rate)
+            .min(self.burst);
+        self.refill_at = now;
+        if self.tokens < 1.0 {
+            self.violations += 1;
+            return if self.violations > MAX_VIOLATIONS {
+                Admit::Flood
+            } else {
+                Admit::No
+            };
+        }
+        self.tokens -= 1.0;
+        self.violations = 0;
+        Admit::Yes
+    }
+}
+
 /// The tracker's shared state.
 #[derive(Debug)]
 pub struct Tracker {
@@ -91,6 +145,8 @@ pub struct Tracker {
     shutdown: CancellationToken,
     tasks: TaskTracker,
     metrics: PrometheusHandle,
+    /// The WebTorrent endpoint's swarms and counts.
+    pub(crate) wt: WtHub,
 }
 
 impl std::fmt::Debug for Cmd {
@@ -108,6 +164,7 @@ impl Tracker {
         max_swarms: usize,
         shutdown: CancellationToken,
         tasks: TaskTracker,
+        wt: WtHub,
     ) -> Arc<Self> {
         Arc::new(Self {
             key,
@@ -120,7 +177,20 @@ impl Tracker {
             shutdown,
             tasks,
             metrics: swarmcast_svc::metrics_handle(),
+            wt,
         })
+    }
+
+    pub(crate) fn next_conn(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    pub(crate) fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 
     fn swarm(self: &Arc<Self>, stream: &StreamId) -> Result<mpsc::Sender<Cmd>, ErrorCode> {
@@ -164,13 +234,19 @@ impl Tracker {
 }
 
 /// The routes: `/v1/ws`, `/v1/streams`, `/v1/streams/{stream}/stats`, the
-/// dashboard at `/`, `/metrics`, `/healthz`.
+/// WebTorrent endpoint at `/announce` (and at `/` for a WebSocket upgrade),
+/// `/v1/webtorrent/stats`, the dashboard at `/`, `/metrics`, `/healthz`.
 pub fn router(tracker: Arc<Tracker>) -> Router {
     Router::new()
         .route("/v1/ws", get(ws_upgrade))
         .route("/v1/streams", get(list_streams))
         .route("/v1/streams/{stream}/stats", get(stream_stats))
-        .route("/", get(|| async { Html(include_str!("dashboard.html")) }))
+        .route("/announce", get(wt_upgrade))
+        .route(
+            "/v1/webtorrent/stats",
+            get(|State(t): State<Arc<Tracker>>| async move { axum::Json(t.wt.stats()) }),
+        )
+        .route("/", get(root))
         .route(
             "/dashboard",
             get(|| async { Html(include_str!("dashboard.html")) }),
@@ -180,7 +256,48 @@ pub fn router(tracker: Arc<Tracker>) -> Router {
         .with_state(tracker)
 }
 
+/// The routes of `--wt-listen`: the WebTorrent endpoint on every path.
+pub fn wt_router(tracker: Arc<Tracker>) -> Router {
+    Router::new().fallback(get(wt_upgrade)).with_state(tracker)
+}
+
+async fn wt_upgrade(
+    State(t): State<Arc<Tracker>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if !t.wt.admits(&t.key, uri.query(), now_s()) {
+        return (StatusCode::UNAUTHORIZED, "a valid ?token= is required\n").into_response();
+    }
+    webtorrent_server::upgrade(t, ws, remote)
+}
+
+/// `/`: the dashboard, or the WebTorrent endpoint for a WebSocket upgrade
+/// (public WebTorrent trackers are announced as `wss://host`).
+async fn root(
+    State(t): State<Arc<Tracker>>,
+    connect: ConnectInfo<SocketAddr>,
+    req: axum::extract::Request,
+) -> Response {
+    use axum::extract::FromRequestParts as _;
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    if !upgrade {
+        return Html(include_str!("dashboard.html")).into_response();
+    }
+    let uri = req.uri().clone();
+    let (mut parts, _) = req.into_parts();
+    match WebSocketUpgrade::from_request_parts(&mut parts, &t).await {
+        Ok(ws) => wt_upgrade(State(t), connect, uri, ws).await,
+        Err(rejection) => rejection.into_response(),
+    }
+}
+
 async fn metrics_page(State(t): State<Arc<Tracker>>) -> Response {
+    t.wt.export_metrics();
     if let Some(rss) = resident_bytes() {
         metrics::gauge!("swarmcast_tracker_resident_bytes").set(rss as f64);
         let n = t.sessions.load(Ordering::Relaxed);
@@ -270,9 +387,7 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
     let mut out_tx = Some(out_tx);
     let mut joined: Option<Joined> = None;
     let limits = t.limits;
-    let mut tokens = f64::from(limits.msg_burst);
-    let mut refill_at = Instant::now();
-    let mut violations = 0u32;
+    let mut bucket = RateLimit::new(&limits);
     let mut last_seen = Instant::now();
     let started = Instant::now();
     let mut ping = tokio::time::interval(limits.ping_interval);
@@ -331,23 +446,19 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
                     Message::Close(_) => break "closed",
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
-                // Rate limit (token bucket) before any parsing.
-                let now = Instant::now();
-                tokens = (tokens + now.duration_since(refill_at).as_secs_f64() * f64::from(limits.msgs_per_sec)).min(f64::from(limits.msg_burst));
-                refill_at = now;
-                if tokens < 1.0 {
-                    violations += 1;
-                    if violations > MAX_VIOLATIONS {
+                match bucket.admit() {
+                    Admit::Yes => {}
+                    Admit::No => {
+                        if !send_error(&mut ws, ErrorCode::RateLimited, "too many messages").await {
+                            break "closed";
+                        }
+                        continue;
+                    }
+                    Admit::Flood => {
                         let _ = send_error(&mut ws, ErrorCode::RateLimited, "message flood: closing").await;
                         break "flood";
                     }
-                    if !send_error(&mut ws, ErrorCode::RateLimited, "too many messages").await {
-                        break "closed";
-                    }
-                    continue;
                 }
-                tokens -= 1.0;
-                violations = 0;
                 let msg = match ClientMsg::decode(text.as_str()) {
                     Ok(m) => m,
                     Err(e) => {
