@@ -13,6 +13,7 @@ pub mod netns;
 pub mod sim;
 pub mod stat;
 pub mod tracker;
+pub mod webtorrent;
 
 /// Errors of a load run.
 #[derive(Debug, thiserror::Error)]

@@ -32,6 +32,11 @@ enum Cmd {
     /// viewer and the real tracker logic over a network model, with the
     /// tracker's plan and its baselines (random mesh, HTTP only).
     Sim(swarmcast_load::sim::SimArgs),
+    /// Drive a WebTorrent tracker (ours, or aquatic_ws as the reference)
+    /// with many connections announcing offers with browser-sized SDPs, and
+    /// report offer relay latency, answer round trips, and the tracker's
+    /// memory per connection and CPU.
+    Webtorrent(swarmcast_load::webtorrent::WtBench),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +65,17 @@ fn main() -> ExitCode {
         Cmd::Link(cfg) => {
             let json = cfg.json.clone();
             report(rt.block_on(swarmcast_load::link::run(cfg)), json)
+        }
+        Cmd::Webtorrent(cfg) => {
+            if limit > 0 && (limit as usize) < cfg.connections + 64 {
+                eprintln!(
+                    "swarmcast-load: open-file limit {limit} is below --connections {}",
+                    cfg.connections
+                );
+                return ExitCode::FAILURE;
+            }
+            let json = cfg.json.clone();
+            report(rt.block_on(swarmcast_load::webtorrent::run(cfg)), json)
         }
         Cmd::Sim(args) => report(swarmcast_load::sim::run_cli(&args), args.json.clone()),
         Cmd::Live(cfg) => {
