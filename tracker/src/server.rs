@@ -193,6 +193,12 @@ impl Tracker {
         self.shutdown.clone()
     }
 
+    /// Sessions are tracked so that shutdown waits (up to the grace period)
+    /// for each to send its close frame.
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
     fn swarm(self: &Arc<Self>, stream: &StreamId) -> Result<mpsc::Sender<Cmd>, ErrorCode> {
         if let Some(tx) = self.swarms.get(stream) {
             if !tx.is_closed() {
@@ -357,7 +363,8 @@ async fn ws_upgrade(
             let conn = t.next_conn.fetch_add(1, Ordering::Relaxed);
             let span =
                 info_span!("session", conn, %remote, stream = field::Empty, peer = field::Empty);
-            session(t, socket, conn).instrument(span)
+            let tasks = t.tasks.clone();
+            tasks.track_future(session(t, socket, conn).instrument(span))
         })
 }
 

@@ -268,7 +268,8 @@ pub fn upgrade(
         .on_upgrade(move |socket| {
             let conn = t.next_conn();
             let span = info_span!("wt_session", conn, %remote);
-            session(t, socket, conn).instrument(span)
+            let tasks = t.tasks().clone();
+            tasks.track_future(session(t, socket, conn).instrument(span))
         })
 }
 

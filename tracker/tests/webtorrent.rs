@@ -657,3 +657,31 @@ async fn serves_wss_with_rustls_on_its_own_port() {
     drop(t);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn the_dashboard_shows_the_endpoint_and_sigterm_closes_with_1001() {
+    let t = Tracker::start(&[]);
+    let page = reqwest::get(format!("http://{}/", t.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("WebTorrent endpoint"));
+    assert!(page.contains("/v1/webtorrent/stats"));
+    let mut a = t.connect("/").await;
+    a.join(15, 1).await;
+    let pid = t.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let end = tokio::time::Instant::now() + Duration::from_secs(5);
+    let code = loop {
+        match tokio::time::timeout_at(end, a.ws.next()).await {
+            Err(_) => panic!("no close frame in 5 s"),
+            Ok(Some(Ok(Message::Close(Some(f))))) => break u16::from(f.code),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, 1001);
+}
