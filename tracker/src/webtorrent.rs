@@ -21,7 +21,7 @@
 //! randomness is the caller's generator.
 
 use rand::Rng;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use swarmcast_proto::webtorrent::{self as wt, Announce, BinId, Event, ScrapeFile};
 
 /// Settings of the WebTorrent endpoint's swarms.
@@ -131,7 +131,8 @@ struct Peer<L> {
     conn: u64,
     link: L,
     seeder: bool,
-    pending: Vec<Pending>,
+    /// Offers relayed from this peer, oldest first.
+    pending: VecDeque<Pending>,
 }
 
 /// One swarm (info hash). `L` is the shell's handle to a connection (its
@@ -218,7 +219,7 @@ impl<L: Clone> WtSwarm<L> {
                         conn,
                         link: link.clone(),
                         seeder: false,
-                        pending: Vec::new(),
+                        pending: VecDeque::new(),
                     });
                     o.joined = true;
                     self.peers.len() - 1
@@ -249,17 +250,19 @@ impl<L: Clone> WtSwarm<L> {
                     ));
                 }
                 let picked = self.pick_others(me, cap, rng);
-                let sender = &mut self.peers[me];
-                sender.pending.retain(|p| p.expires_ms > now_ms);
                 for (k, (offer, &to)) in a.offers.iter().zip(&picked).enumerate() {
                     let to = to as usize;
                     let answerer = self.peers[to].id;
                     out.push((self.peers[to].link.clone(), Relay::Offer(k)));
                     let pending = &mut self.peers[me].pending;
                     if pending.len() >= cfg.max_pending_offers {
-                        pending.remove(0);
+                        // Full: the expired go first, else the oldest.
+                        pending.retain(|p| p.expires_ms > now_ms);
+                        if pending.len() >= cfg.max_pending_offers {
+                            pending.pop_front();
+                        }
                     }
-                    pending.push(Pending {
+                    pending.push_back(Pending {
                         answerer,
                         offer_id: offer.offer_id,
                         expires_ms: now_ms + cfg.offer_ttl_ms,
@@ -280,7 +283,7 @@ impl<L: Clone> WtSwarm<L> {
                         });
                         match found {
                             Some(k) => {
-                                offerer.pending.swap_remove(k);
+                                offerer.pending.remove(k);
                                 out.push((offerer.link.clone(), Relay::Answer));
                                 o.answers_relayed = 1;
                             }

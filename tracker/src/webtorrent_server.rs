@@ -387,6 +387,9 @@ impl Session {
         if o.left {
             hub.peers.fetch_sub(1, Ordering::Relaxed);
             self.joined.retain(|(h, _)| *h != a.info_hash);
+        }
+        if a.event == wt::Event::Stopped {
+            // Also a `stopped` for a swarm nobody is in: nothing stays.
             hub.swarms.remove_if(&a.info_hash, |_, s| s.is_empty());
         }
         for (to, relay) in self.relays.drain(..) {

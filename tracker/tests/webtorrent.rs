@@ -362,6 +362,12 @@ async fn scrape_stopped_and_socket_close_keep_counts_true() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(gone, "the closed socket's peers left both swarms");
+    // A `stopped` for a swarm nobody is in leaves no swarm behind.
+    b.send(
+        json!({"action": "announce", "info_hash": ih(99), "peer_id": bin(2), "event": "stopped"}),
+    )
+    .await;
+    assert_eq!(b.recv().await["incomplete"], 0);
     let s = t.stats().await;
     assert_eq!(
         (s["peers"].as_u64(), s["swarms"].as_u64()),
