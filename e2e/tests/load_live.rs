@@ -200,3 +200,68 @@ fn edge_peers_in_namespaces_of_their_own_relay_over_shaped_links() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `swarmcast-load webtorrent` against a real tracker's WebTorrent
+/// endpoint: every offer it sends is relayed, answered and matched, and the
+/// tracker's own counters agree with the generator's.
+#[test]
+fn the_webtorrent_load_generator_agrees_with_the_tracker() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let tracker = swarmcast_e2e::Proc::start("swarmcast-tracker", &[], true);
+    let dir = std::env::temp_dir().join(format!("swarmcast-e2e-wt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("wt.json");
+    let pid = tracker.0.id().to_string();
+    let url = format!("ws://{}/announce", tracker.1);
+    let out = Command::new(bin("swarmcast-load"))
+        .args(["webtorrent", "--tracker", &url, "--tracker-pid", &pid])
+        .args(["--connections", "60", "--info-hashes", "6", "--offers", "5"])
+        .args(["--rate", "60", "--duration", "3", "--json"])
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("swarmcast-load runs");
+    assert!(
+        out.status.success(),
+        "swarmcast-load webtorrent failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
+    assert_eq!(field(&r, "connections"), 60);
+    assert_eq!(field(&r, "failures"), 0);
+    let announces = field(&r, "announces");
+    let offers = field(&r, "offers_received");
+    assert!(announces >= 100, "{announces} announces in 3 s at 60/s");
+    // Ten peers per swarm: every announce's five offers find five others.
+    assert!(
+        offers >= 5 * announces * 9 / 10,
+        "{offers} offers for {announces} announces"
+    );
+    assert_eq!(
+        field(&r, "answers_received"),
+        offers,
+        "every answer matched"
+    );
+    assert!(r["offer_p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(r["rss_per_connection"].as_f64().unwrap() > 0.0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stats: Value = rt.block_on(async {
+        let url = format!("http://{}/v1/webtorrent/stats", tracker.1);
+        let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+        serde_json::from_str(&text).unwrap()
+    });
+    // The tracker relayed what the generator received, and at most the
+    // last moment's in-flight messages more (sent as the generator stopped).
+    let relayed = field(&stats, "offers_relayed");
+    assert!(relayed >= offers && close(relayed, offers, 0.05), "{stats}");
+    let answered = field(&stats, "answers_relayed");
+    assert!(
+        answered >= offers && close(answered, offers, 0.05),
+        "{stats}"
+    );
+    assert_eq!(field(&stats, "answers_no_offer"), 0);
+    assert_eq!(field(&stats, "queue_full"), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
