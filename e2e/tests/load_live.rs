@@ -239,10 +239,11 @@ fn the_webtorrent_load_generator_agrees_with_the_tracker() {
         offers >= 5 * announces * 9 / 10,
         "{offers} offers for {announces} announces"
     );
-    assert_eq!(
-        field(&r, "answers_received"),
-        offers,
-        "every answer matched"
+    // Every answer matched (but those in flight as the run stopped).
+    let answers = field(&r, "answers_received");
+    assert!(
+        answers <= offers && close(answers, offers, 0.05),
+        "{answers} answers"
     );
     assert!(r["offer_p99_ms"].as_f64().unwrap() > 0.0);
     assert!(r["rss_per_connection"].as_f64().unwrap() > 0.0);
