@@ -118,11 +118,11 @@ pub struct WtStats {
     pub announces: u64,
     /// Scrapes handled.
     pub scrapes: u64,
-    /// Offers relayed to a peer.
+    /// Offers queued to their recipient.
     pub offers_relayed: u64,
     /// Offers not relayed (beyond the caps or `numwant`, or no other peer).
     pub offers_unrelayed: u64,
-    /// Answers relayed to the offering peer.
+    /// Answers queued to the offering peer.
     pub answers_relayed: u64,
     /// Answers dropped: the peer they name is not in the swarm.
     pub answers_unknown_peer: u64,
@@ -392,12 +392,18 @@ impl Session {
             // Also a `stopped` for a swarm nobody is in: nothing stays.
             hub.swarms.remove_if(&a.info_hash, |_, s| s.is_empty());
         }
+        // Counted as relayed once queued to the recipient.
+        let (mut offers, mut answers, mut full) = (0, 0, 0);
         for (to, relay) in self.relays.drain(..) {
             match to.try_reserve() {
-                Ok(permit) => permit.send(Utf8Bytes::from(relay.encode(a))),
-                Err(_) => {
-                    hub.queue_full.fetch_add(1, Ordering::Relaxed);
+                Ok(permit) => {
+                    permit.send(Utf8Bytes::from(relay.encode(a)));
+                    match relay {
+                        Relay::Offer(_) => offers += 1,
+                        Relay::Answer => answers += 1,
+                    }
                 }
+                Err(_) => full += 1,
             }
         }
         let add = |c: &AtomicU64, n: u32| {
@@ -405,9 +411,10 @@ impl Session {
                 c.fetch_add(u64::from(n), Ordering::Relaxed);
             }
         };
-        add(&hub.offers_relayed, o.offers_relayed);
+        add(&hub.offers_relayed, offers);
+        add(&hub.answers_relayed, answers);
+        add(&hub.queue_full, full);
         add(&hub.offers_unrelayed, o.offers_unrelayed);
-        add(&hub.answers_relayed, o.answers_relayed);
         match o.answer_dropped {
             Some("unknown_peer") => add(&hub.answers_unknown_peer, 1),
             Some(_) => add(&hub.answers_no_offer, 1),
