@@ -95,6 +95,9 @@ pub struct WtReport {
     pub replies: u64,
     /// Replies with a `failure reason`.
     pub failures: u64,
+    /// Connections that ended (closed by the tracker, or an error) before
+    /// the run phase did.
+    pub connections_lost: u64,
     /// Offers received (each answered).
     pub offers_received: u64,
     /// Answers received.
@@ -266,6 +269,7 @@ struct Tally {
     offers: u64,
     answers: u64,
     received: u64,
+    lost: u64,
     offer_us: Vec<u32>,
     answer_us: Vec<u32>,
 }
@@ -324,9 +328,14 @@ async fn run_conn(
     let mut tick = tokio::time::interval_at(start + offset, period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let now_us = || epoch.elapsed().as_micros() as u64;
+    // Every `break` but the stop's is a lost connection.
+    t.lost = 1;
     loop {
         tokio::select! {
-            _ = stop.cancelled() => break,
+            _ = stop.cancelled() => {
+                t.lost = 0;
+                break;
+            }
             _ = tick.tick() => {
                 let t_us = now_us();
                 let mut msg = String::with_capacity(cfg.offers * (cfg.sdp_max + 120) + 200);
@@ -480,6 +489,7 @@ pub async fn run(cfg: WtBench) -> Result<WtReport, LoadError> {
         all.offers += t.offers;
         all.answers += t.answers;
         all.received += t.received;
+        all.lost += t.lost;
         all.offer_us.extend(t.offer_us);
         all.answer_us.extend(t.answer_us);
     }
@@ -504,6 +514,7 @@ pub async fn run(cfg: WtBench) -> Result<WtReport, LoadError> {
         announces: all.announces,
         replies: all.replies,
         failures: all.failures,
+        connections_lost: all.lost,
         offers_received: all.offers,
         answers_received: all.answers,
         received_per_sec: all.received as f64 / run_secs,
