@@ -26,9 +26,9 @@ fn close(a: u64, b: u64, tol: f64) -> bool {
 /// a time.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Runs `cmd` (a `swarmcast-load live` run told to write its JSON to
-/// `json`) and returns the report's one event.
-fn run_live(mut cmd: Command, json: &std::path::Path) -> Value {
+/// Runs `cmd` (a `swarmcast-load` run told to write its JSON to `json`)
+/// and returns its report.
+fn run_load(mut cmd: Command, json: &std::path::Path) -> Value {
     let out = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -36,11 +36,16 @@ fn run_live(mut cmd: Command, json: &std::path::Path) -> Value {
         .expect("swarmcast-load runs");
     assert!(
         out.status.success(),
-        "swarmcast-load live failed: {}",
+        "swarmcast-load failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut report: Value = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
-    let ev = report["events"][0].take();
+    serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap()
+}
+
+/// Runs `cmd` (a `swarmcast-load live` run told to write its JSON to
+/// `json`) and returns the report's one event.
+fn run_live(cmd: Command, json: &std::path::Path) -> Value {
+    let ev = run_load(cmd, json)["events"][0].take();
     eprintln!("{}", serde_json::to_string_pretty(&ev).unwrap());
     ev
 }
@@ -213,21 +218,12 @@ fn the_webtorrent_load_generator_agrees_with_the_tracker() {
     let json = dir.join("wt.json");
     let pid = tracker.0.id().to_string();
     let url = format!("ws://{}/announce", tracker.1);
-    let out = Command::new(bin("swarmcast-load"))
-        .args(["webtorrent", "--tracker", &url, "--tracker-pid", &pid])
+    let mut cmd = Command::new(bin("swarmcast-load"));
+    cmd.args(["webtorrent", "--tracker", &url, "--tracker-pid", &pid])
         .args(["--connections", "60", "--info-hashes", "6", "--offers", "5"])
         .args(["--rate", "60", "--duration", "3", "--json"])
-        .arg(&json)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("swarmcast-load runs");
-    assert!(
-        out.status.success(),
-        "swarmcast-load webtorrent failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let r: Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+        .arg(&json);
+    let r = run_load(cmd, &json);
     eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
     assert_eq!(field(&r, "connections"), 60);
     assert_eq!(field(&r, "failures"), 0);

@@ -52,11 +52,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Cmd::Tracker(cfg) => {
-            if limit > 0 && (limit as usize) < cfg.peers + 64 {
-                eprintln!(
-                    "swarmcast-load: open-file limit {limit} is below --peers {}",
-                    cfg.peers
-                );
+            if !enough_files(limit, cfg.peers, "--peers") {
                 return ExitCode::FAILURE;
             }
             let json = cfg.json.clone();
@@ -67,11 +63,7 @@ fn main() -> ExitCode {
             report(rt.block_on(swarmcast_load::link::run(cfg)), json)
         }
         Cmd::Webtorrent(cfg) => {
-            if limit > 0 && (limit as usize) < cfg.connections + 64 {
-                eprintln!(
-                    "swarmcast-load: open-file limit {limit} is below --connections {}",
-                    cfg.connections
-                );
+            if !enough_files(limit, cfg.connections, "--connections") {
                 return ExitCode::FAILURE;
             }
             let json = cfg.json.clone();
@@ -83,6 +75,16 @@ fn main() -> ExitCode {
             report(rt.block_on(swarmcast_load::live::run(cfg)), json)
         }
     }
+}
+
+/// Whether the open-file limit (0: unknown) leaves room for `n` sockets;
+/// says which flag is too large when not.
+fn enough_files(limit: u64, n: usize, flag: &str) -> bool {
+    if limit > 0 && (limit as usize) < n + 64 {
+        eprintln!("swarmcast-load: open-file limit {limit} is below {flag} {n}");
+        return false;
+    }
+    true
 }
 
 /// Prints the report as JSON (and writes it to `json`), or the error.

@@ -9,16 +9,8 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
 import { LiveEvent } from "./event.js";
+import type { Counts } from "./p2pml/counts.js";
 
-interface Counts {
-  httpBytes: number;
-  p2pBytes: number;
-  uploadedBytes: number;
-  peersConnected: number;
-  peersOpen: number;
-  errors: string[];
-  currentTime: number;
-}
 
 const DIST = resolve(import.meta.dirname, "../dist/e2e-p2pml");
 const ev = new LiveEvent();

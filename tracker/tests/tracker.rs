@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -18,65 +18,17 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-const SECRET: &str = "tracker-test-secret-0123456789";
-
-struct Tracker {
-    child: Child,
-    addr: String,
-}
+mod common;
+use common::{SECRET, Tracker};
 
 impl Tracker {
-    fn start(args: &[&str]) -> Tracker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_swarmcast-tracker"))
-            .args(["--listen", "127.0.0.1:0", "--token-secret", SECRET])
-            .args(args)
-            .env("SWARMCAST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("tracker printed its address").unwrap();
-            if let Some(rest) = line.strip_prefix("listening on http://") {
-                break rest.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Tracker { child, addr }
-    }
-
     fn ws(&self) -> String {
         format!("ws://{}/v1/ws", self.addr)
     }
 
     async fn stats(&self, stream: &str) -> StreamStats {
-        let body = reqwest::get(format!("http://{}/v1/streams/{stream}/stats", self.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = self.get(&format!("/v1/streams/{stream}/stats")).await;
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-
-    async fn metric(&self, prefix: &str) -> f64 {
-        let text = reqwest::get(format!("http://{}/metrics", self.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

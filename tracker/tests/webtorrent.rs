@@ -3,8 +3,7 @@
 //! (bittorrent-tracker) does: ids as 20-character binary strings.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead as _, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -16,77 +15,18 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "tracker-test-secret-0123456789";
-
-struct Tracker {
-    child: Child,
-    addr: String,
-    tls: bool,
-}
+mod common;
+use common::{SECRET, Tracker};
 
 impl Tracker {
-    fn start(args: &[&str]) -> Tracker {
-        Self::start_listening(args, 1)
-    }
-
-    /// Starts a tracker and waits until `listeners` sockets listen (the
-    /// first is `--listen`).
-    fn start_listening(args: &[&str], listeners: usize) -> Tracker {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_swarmcast-tracker"))
-            .args(["--listen", "127.0.0.1:0", "--token-secret", SECRET])
-            .args(args)
-            .env("SWARMCAST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut found = Vec::new();
-        while found.len() < listeners {
-            let line = lines.next().expect("tracker printed its address").unwrap();
-            if let Some(rest) = line.strip_prefix("listening on http://") {
-                found.push((rest.trim().to_string(), false));
-            } else if let Some(rest) = line.strip_prefix("listening on https://") {
-                found.push((rest.trim().to_string(), true));
-            }
-        }
-        let (addr, tls) = found.swap_remove(0);
-        std::thread::spawn(move || for _ in lines {});
-        Tracker { child, addr, tls }
-    }
-
     async fn stats(&self) -> Value {
-        let body = reqwest::get(format!("http://{}/v1/webtorrent/stats", self.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = self.get("/v1/webtorrent/stats").await;
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
-    }
-
-    async fn metric(&self, prefix: &str) -> f64 {
-        let text = reqwest::get(format!("http://{}/metrics", self.addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
     }
 
     async fn connect(&self, path: &str) -> Peer {
         assert!(!self.tls);
         try_connect(&self.addr, path).await.unwrap()
-    }
-}
-
-impl Drop for Tracker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

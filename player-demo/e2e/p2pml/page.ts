@@ -4,16 +4,8 @@
 // browser test (e2e/p2pml.spec.ts) reads window.p2pml.
 import Hls from "hls.js";
 import { HlsJsP2PEngine } from "p2p-media-loader-hlsjs";
+import type { Counts } from "./counts.js";
 
-interface Counts {
-  httpBytes: number;
-  p2pBytes: number;
-  uploadedBytes: number;
-  peersConnected: number;
-  peersOpen: number;
-  errors: string[];
-  currentTime: number;
-}
 
 const q = new URLSearchParams(location.search);
 const counts: Counts = { httpBytes: 0, p2pBytes: 0, uploadedBytes: 0, peersConnected: 0, peersOpen: 0, errors: [], currentTime: 0 };
