@@ -392,21 +392,10 @@ async fn caps_on_offers_swarms_message_size_and_peer_ids() {
         .send(json!({"action": "announce", "info_hash": ih(6), "peer_id": bin(3)}))
         .await;
     assert!(rest[1].reply().await.get("failure reason").is_none());
-    assert!(
-        t.metric("swarmcast_tracker_wt_refused_total{reason=\"too_large\"}")
-            .await
-            >= 1.0
-    );
-    assert!(
-        t.metric("swarmcast_tracker_wt_refused_total{reason=\"too_many_swarms\"}")
-            .await
-            >= 1.0
-    );
-    assert!(
-        t.metric("swarmcast_tracker_wt_refused_total{reason=\"peer_id_taken\"}")
-            .await
-            >= 1.0
-    );
+    for reason in ["too_large", "too_many_swarms", "peer_id_taken"] {
+        let name = format!("swarmcast_tracker_wt_refused_total{{reason=\"{reason}\"}}");
+        assert!(t.metric(&name).await >= 1.0, "{reason}");
+    }
 }
 
 #[tokio::test]
