@@ -137,7 +137,9 @@ async fn session(
 ) -> Result<(), String> {
     let (mut ws, _) = tokio::time::timeout(
         Duration::from_secs(5),
-        tokio_tungstenite::connect_async(inner.url.as_str()),
+        tokio_tungstenite::connect_async(swarmcast_proto::tracker::url_with_stream(
+            &inner.url, stream,
+        )),
     )
     .await
     .map_err(|_| "connect timed out".to_string())?

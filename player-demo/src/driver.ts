@@ -6,7 +6,7 @@
 import { Core, viewerConfig, type Action, type CoreConfig } from "./core.js";
 import { Link } from "./link.js";
 import { startupMark } from "./marks.js";
-import { decodeServer, encodeClient, MessageError, segmentRef, type ClientMsg, type IceServer, type SegmentMeta, type ServerMsg } from "./tracker.js";
+import { decodeServer, encodeClient, MessageError, segmentRef, urlWithStream, type ClientMsg, type IceServer, type SegmentMeta, type ServerMsg } from "./tracker.js";
 import type { Frame } from "./wire.js";
 
 export interface SwarmConfig {
@@ -145,7 +145,7 @@ export class Swarm extends EventTarget {
     if (this.stopped) return;
     let ws: WebSocket;
     try {
-      ws = new WebSocket(this.cfg.tracker);
+      ws = new WebSocket(urlWithStream(this.cfg.tracker, this.cfg.stream));
     } catch {
       this.retry();
       return;

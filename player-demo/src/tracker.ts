@@ -173,6 +173,22 @@ function list(o: Record<string, unknown>, k: string, max = MAX_LIST): unknown[] 
   return v;
 }
 
+/**
+ * The tracker URL a client of `stream` connects to: `url` with `stream=ID`
+ * in its query unless it has a `stream` parameter already (as
+ * `url_with_stream` in proto/src/tracker.rs): a load balancer in front of
+ * several tracker nodes routes by it.
+ */
+export function urlWithStream(url: string, stream: string): string {
+  const hash = url.indexOf("#");
+  const base = hash < 0 ? url : url.slice(0, hash);
+  const fragment = hash < 0 ? "" : url.slice(hash);
+  const q = base.indexOf("?");
+  const has = q >= 0 && base.slice(q + 1).split("&").some((kv) => kv === "stream" || kv.startsWith("stream="));
+  if (has) return url;
+  return `${base}${q >= 0 ? "&" : "?"}stream=${stream}${fragment}`;
+}
+
 export function parseMeta(v: unknown): SegmentMeta {
   const o = obj(v, "meta");
   const idText = str(o, "id", 200);

@@ -7,7 +7,7 @@ import { mulberry32 as prng } from "../src/prng.js";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 
-import { MAX_MESSAGE, MessageError, decodeServer, encodeClient, type ClientMsg } from "../src/tracker.js";
+import { MAX_MESSAGE, MessageError, decodeServer, encodeClient, urlWithStream, type ClientMsg } from "../src/tracker.js";
 
 // ---- vector file ------------------------------------------------------------
 
@@ -375,4 +375,11 @@ test("hostile text to decodeServer: only MessageError is thrown", () => {
     }
   }
   assert.ok(swapped > 500);
+});
+
+test("the tracker URL names the stream once, as proto's url_with_stream", () => {
+  assert.equal(urlWithStream("ws://t:7000/v1/ws", "ev-1"), "ws://t:7000/v1/ws?stream=ev-1");
+  assert.equal(urlWithStream("wss://t/v1/ws?token=x", "ev-1"), "wss://t/v1/ws?token=x&stream=ev-1");
+  assert.equal(urlWithStream("ws://t/v1/ws?stream=other", "ev-1"), "ws://t/v1/ws?stream=other");
+  assert.equal(urlWithStream("ws://t/v1/ws?streams=1#f", "ev-1"), "ws://t/v1/ws?streams=1&stream=ev-1#f");
 });

@@ -412,6 +412,34 @@ pub enum StripeSource {
 /// Most stripes in a plan.
 pub const MAX_STRIPES: usize = 16;
 
+/// The tracker URL a client of `stream` connects to: `url` with
+/// `stream=ID` in its query (added unless `url` already has a `stream`
+/// parameter). The hello names the stream too; the URL lets a load
+/// balancer in front of several tracker nodes route by stream without
+/// reading the WebSocket (nginx `hash $arg_stream consistent`). Stream ids
+/// are `[A-Za-z0-9_-]`, so the value needs no escaping.
+pub fn url_with_stream(url: &str, stream: &crate::StreamId) -> String {
+    let (base, fragment) = match url.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (url, None),
+    };
+    let has = base.split_once('?').is_some_and(|(_, q)| {
+        q.split('&')
+            .any(|kv| kv == "stream" || kv.starts_with("stream="))
+    });
+    let mut out = base.to_string();
+    if !has {
+        out.push(if base.contains('?') { '&' } else { '?' });
+        out.push_str("stream=");
+        out.push_str(stream.as_str());
+    }
+    if let Some(f) = fragment {
+        out.push('#');
+        out.push_str(f);
+    }
+    out
+}
+
 #[derive(Serialize)]
 struct Envelope<'a, T> {
     v: u64,
@@ -679,5 +707,26 @@ mod tests {
             panic!("error() builds an error");
         };
         assert!(message.len() <= MAX_TEXT);
+    }
+
+    #[test]
+    fn the_url_names_the_stream_once() {
+        let s = crate::StreamId::new("ev-1").unwrap();
+        assert_eq!(
+            url_with_stream("ws://t:7000/v1/ws", &s),
+            "ws://t:7000/v1/ws?stream=ev-1"
+        );
+        assert_eq!(
+            url_with_stream("wss://t/v1/ws?token=x", &s),
+            "wss://t/v1/ws?token=x&stream=ev-1"
+        );
+        assert_eq!(
+            url_with_stream("ws://t/v1/ws?stream=other", &s),
+            "ws://t/v1/ws?stream=other"
+        );
+        assert_eq!(
+            url_with_stream("ws://t/v1/ws?streams=1#f", &s),
+            "ws://t/v1/ws?streams=1&stream=ev-1#f"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand::Rng as _;
-use swarmcast_proto::tracker::{ClientMsg, Hello, PeerConfig, ServerMsg};
+use swarmcast_proto::tracker::{ClientMsg, Hello, PeerConfig, ServerMsg, url_with_stream};
 use swarmcast_proto::{RenditionId, Seq};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -260,7 +260,7 @@ async fn connection(
     let retry = |reason: String, joined: bool| Outcome::Retry { reason, joined };
     let ws = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(cfg.url.as_str()),
+        tokio_tungstenite::connect_async(url_with_stream(&cfg.url, &cfg.hello.stream)),
     )
     .await;
     let mut ws = match ws {

@@ -351,8 +351,16 @@ async fn stream_stats(State(t): State<Arc<Tracker>>, Path(stream): Path<String>)
 async fn ws_upgrade(
     State(t): State<Arc<Tracker>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    uri: axum::http::Uri,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // `?stream=ID` (clients add it for load balancers that route by
+    // stream): the hello must then name the same stream.
+    let url_stream = uri.query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("stream="))
+            .map(str::to_string)
+    });
     // Messages up to twice the protocol limit reach the session, which
     // answers `too_large`; larger ones end the connection.
     ws.max_message_size(2 * MAX_MESSAGE)
@@ -364,7 +372,7 @@ async fn ws_upgrade(
             let span =
                 info_span!("session", conn, %remote, stream = field::Empty, peer = field::Empty);
             let tasks = t.tasks.clone();
-            tasks.track_future(session(t, socket, conn).instrument(span))
+            tasks.track_future(session(t, socket, conn, url_stream).instrument(span))
         })
 }
 
@@ -387,7 +395,7 @@ struct Joined {
     slot: Slot,
 }
 
-async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
+async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: Option<String>) {
     metrics::gauge!("swarmcast_tracker_sessions").increment(1.0);
     t.sessions.fetch_add(1, Ordering::Relaxed);
     let (out_tx, mut out_rx) = mpsc::channel::<Utf8Bytes>(SESSION_QUEUE);
@@ -483,6 +491,10 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId) {
                             ClientKind::Relay => Role::Relay,
                             ClientKind::Publisher => Role::Ingest,
                         };
+                        if url_stream.as_deref().is_some_and(|s| s != hello.stream.as_str()) {
+                            let _ = send_error(&mut ws, ErrorCode::Forbidden, "the hello names another stream than the URL's ?stream=").await;
+                            break "wrong_stream";
+                        }
                         if let Err(e) = t.key.verify(&hello.token, &hello.stream, role, now_s()) {
                             let _ = send_error(&mut ws, e.code(), &e.to_string()).await;
                             break "unauthorized";

@@ -853,3 +853,43 @@ async fn bad_input_message_before_hello_and_viewer_publishing() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn bad_input_hello_for_another_stream_than_the_url() {
+    // A load balancer routes `/v1/ws?stream=ID` by ID: a hello for another
+    // stream on that URL would land on a node that does not own it.
+    bad_input(
+        &[],
+        "swarmcast_tracker_refused_total{code=\"forbidden\"}",
+        |t| async move {
+            let (ws, _) = tokio_tungstenite::connect_async(format!("{}?stream=elsewhere", t.ws()))
+                .await
+                .unwrap();
+            let mut ws = Ws { ws };
+            ws.send(&ClientMsg::Hello(hello(
+                "bad",
+                "x1",
+                ClientKind::Native,
+                None,
+            )))
+            .await;
+            ws.expect_error(ErrorCode::Forbidden).await;
+            ws.closed().await;
+            // The same URL with the stream it names joins.
+            let (ws, _) = tokio_tungstenite::connect_async(format!("{}?stream=bad", t.ws()))
+                .await
+                .unwrap();
+            let mut ws = Ws { ws };
+            ws.send(&ClientMsg::Hello(hello(
+                "bad",
+                "x2",
+                ClientKind::Native,
+                None,
+            )))
+            .await;
+            ws.expect(|m| matches!(m, ServerMsg::Welcome { .. })).await;
+            t
+        },
+    )
+    .await;
+}
