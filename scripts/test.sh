@@ -2,7 +2,7 @@
 # Runs every test: the Rust workspace, the web player's unit tests, and the
 # browser tests (Debian's Chromium driven by Playwright, in a network
 # namespace that has only the loopback interface). What the tests need from
-# Debian (ffmpeg, fonts, chromium, iproute2) and npm is installed when missing.
+# Debian (ffmpeg, fonts, chromium, iproute2, nginx) and npm is installed when missing.
 # Arguments go to `cargo test`; SWARMCAST_SKIP_BROWSER=1 skips the browser tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,8 @@ missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v unshare >/dev/null 2>&1 || missing+=(util-linux)
+# The tracker tier's load balancer in e2e/tests/tracker_tier.rs.
+{ [ -x /usr/sbin/nginx ] || command -v nginx; } >/dev/null 2>&1 || missing+=(nginx-light)
 if [ ${#missing[@]} -gt 0 ]; then
   apt_install "${missing[@]}"
 fi
