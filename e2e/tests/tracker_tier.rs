@@ -33,13 +33,14 @@ impl Nginx {
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .expect("nginx is installed (scripts/test.sh installs nginx-light)");
-        let dir = std::env::temp_dir().join(format!("swarmcast-tier-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
             .port();
+        let dir =
+            std::env::temp_dir().join(format!("swarmcast-tier-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/nginx.conf");
         let mut conf = std::fs::read_to_string(root).unwrap();
         for (from, to) in upstreams {
@@ -214,4 +215,72 @@ async fn streams_spread_over_tracker_nodes_and_move_when_one_dies() {
     assert_eq!(node_of(&c, &nodes, &sb, 4).await, 1);
     stop.cancel();
     drop(more);
+}
+
+#[tokio::test]
+async fn the_cache_serves_repeated_and_concurrent_segment_requests_once_from_the_origin() {
+    let origin = Proc::start(
+        "swarmcast-origin",
+        &["--test-source", "--test-source-renditions", "360p"],
+        true,
+    );
+    let lb = Nginx::start(&[
+        ("tracker-a:7000", "127.0.0.1:9"),
+        ("tracker-b:7000", "127.0.0.1:9"),
+        ("origin:8080", &origin.1),
+    ]);
+    let c = reqwest::Client::new();
+    // Wait for two segments through the cache (the playlist lives 1 s in it).
+    let until = Instant::now() + Duration::from_secs(30);
+    let seqs = loop {
+        let r = c
+            .get(format!("http://{}/live/test/360p/index.m3u8", lb.addr))
+            .send()
+            .await
+            .unwrap();
+        let text = r.text().await.unwrap_or_default();
+        let seqs: Vec<u64> = text
+            .lines()
+            .filter_map(|l| l.strip_suffix(".ts")?.parse().ok())
+            .collect();
+        if seqs.len() >= 2 {
+            break seqs;
+        }
+        assert!(Instant::now() < until, "no segments through the cache");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let egress = || {
+        swarmcast_e2e::metric(
+            &c,
+            &origin.1,
+            "swarmcast_origin_egress_bytes_total{kind=\"segment\"}",
+        )
+    };
+    let before = egress().await;
+    // Ten viewers ask for the same segment at once, then again.
+    let url = format!(
+        "http://{}/live/test/360p/{}.ts",
+        lb.addr,
+        seqs[seqs.len() - 1]
+    );
+    let get = || async {
+        let r = c.get(&url).send().await.unwrap();
+        assert!(r.status().is_success());
+        let status = r
+            .headers()
+            .get("x-cache-status")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        (r.bytes().await.unwrap().len(), status)
+    };
+    let first = futures_util::future::join_all((0..10).map(|_| get())).await;
+    let size = first[0].0;
+    assert!(size > 0 && first.iter().all(|f| f.0 == size));
+    let again = futures_util::future::join_all((0..10).map(|_| get())).await;
+    assert!(again.iter().all(|f| f.1 == "HIT"), "{again:?}");
+    let served = egress().await - before;
+    assert_eq!(
+        served, size as f64,
+        "the origin served the segment once for 20 requests ({first:?})"
+    );
 }
