@@ -29,15 +29,15 @@ struct Nginx {
 impl Nginx {
     /// `upstreams`: (compose host:port, loopback host:port) replacements.
     fn start(upstreams: &[(&str, &str)]) -> Nginx {
+        Self::start_on(free_port(), upstreams)
+    }
+
+    /// The same on a chosen port (for services that must know it first).
+    fn start_on(port: u16, upstreams: &[(&str, &str)]) -> Nginx {
         let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
             .into_iter()
             .find(|p| std::path::Path::new(p).exists())
             .expect("nginx is installed (scripts/test.sh installs nginx-light)");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let dir =
             std::env::temp_dir().join(format!("swarmcast-tier-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -82,6 +82,15 @@ impl Drop for Nginx {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A loopback port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The streams a tracker node holds sessions of.
@@ -283,4 +292,104 @@ async fn the_cache_serves_repeated_and_concurrent_segment_requests_once_from_the
         served, size as f64,
         "the origin served the segment once for 20 requests ({first:?})"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_origin_and_the_edges_follow_their_stream_to_the_next_node_without_a_stall() {
+    let mut nodes_p = vec![
+        Proc::start("swarmcast-tracker", &[], true),
+        Proc::start("swarmcast-tracker", &[], true),
+    ];
+    let nodes: [String; 2] = [nodes_p[0].1.clone(), nodes_p[1].1.clone()];
+    // Everything goes through nginx: the origin publishes to the tier and
+    // the edge peers reach both the tier and the origin (cached) there.
+    let port = free_port();
+    let lb_ws = format!("ws://127.0.0.1:{port}/v1/ws");
+    let origin = Proc::start(
+        "swarmcast-origin",
+        &[
+            "--test-source",
+            "--test-source-renditions",
+            "360p",
+            "--tracker",
+            &lb_ws,
+        ],
+        true,
+    );
+    let _lb = Nginx::start_on(
+        port,
+        &[
+            ("tracker-a:7000", &nodes[0]),
+            ("tracker-b:7000", &nodes[1]),
+            ("origin:8080", &origin.1),
+        ],
+    );
+    let lb_http = format!("http://127.0.0.1:{port}");
+    let token = swarmcast_e2e::viewer_token();
+    let edges = [
+        swarmcast_e2e::edge(&lb_ws, &lb_http, &token, &[]),
+        swarmcast_e2e::edge(&lb_ws, &lb_http, &token, &[]),
+    ];
+    let c = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(40);
+    for e in &edges {
+        while swarmcast_e2e::playlist_seqs(&c, &e.1).await.len() < 3 {
+            assert!(Instant::now() < until, "edge {} did not start playing", e.1);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let refs = [nodes[0].as_str(), nodes[1].as_str()];
+    let owner = node_of(&c, &refs, "test", 2).await;
+    let late = "swarmcast_edge_late_segments_total";
+    let mut newest = Vec::new();
+    for e in &edges {
+        assert_eq!(swarmcast_e2e::metric(&c, &e.1, late).await, 0.0);
+        newest.push(swarmcast_e2e::newest(&c, &e.1).await.unwrap());
+    }
+    // The owner dies: viewers and publisher reconnect through nginx to the
+    // other node.
+    nodes_p[owner].0.kill().unwrap();
+    nodes_p[owner].0.wait().unwrap();
+    let other = 1 - owner;
+    assert_eq!(node_of(&c, &refs, "test", 2).await, other);
+    // The publisher found it too: the new node hears of new segments.
+    let published = |c: reqwest::Client, n: String| async move {
+        let r = c
+            .get(format!("http://{n}/v1/streams/test/stats"))
+            .send()
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        v["published"].as_u64().unwrap_or(0)
+    };
+    let until = Instant::now() + Duration::from_secs(15);
+    let replayed = loop {
+        let p = published(c.clone(), nodes[other].clone()).await;
+        if p > 0 {
+            break p;
+        }
+        assert!(
+            Instant::now() < until,
+            "the origin did not publish to the new node"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    // Playback goes on: in 8 s (4 segments of 2 s) the new node hears of
+    // new segments, each edge's playlist moves on, and no segment is late.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let p = published(c.clone(), nodes[other].clone()).await;
+    assert!(
+        p >= replayed + 3,
+        "published on the new node: {replayed} -> {p}"
+    );
+    for (e, before) in edges.iter().zip(&newest) {
+        let now = swarmcast_e2e::newest(&c, &e.1).await.unwrap();
+        assert!(now >= before + 3, "edge {}: newest {before} -> {now}", e.1);
+        assert_eq!(
+            swarmcast_e2e::metric(&c, &e.1, late).await,
+            0.0,
+            "edge {}",
+            e.1
+        );
+    }
 }
