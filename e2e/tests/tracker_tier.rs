@@ -296,7 +296,7 @@ async fn the_cache_serves_repeated_and_concurrent_segment_requests_once_from_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_origin_and_the_edges_follow_their_stream_to_the_next_node_without_a_stall() {
-    let mut nodes_p = vec![
+    let mut nodes_p = [
         Proc::start("swarmcast-tracker", &[], true),
         Proc::start("swarmcast-tracker", &[], true),
     ];
