@@ -1,11 +1,14 @@
-//! The tracker tier behind a standard load balancer, natively: two tracker
-//! nodes behind nginx running `deploy/nginx.conf` (the file the compose
-//! deployment uses; service names replaced by loopback ports). Clients
-//! connect through nginx only; nginx routes `/v1/ws?stream=ID` by
-//! consistent hashing of the stream id. Streams spread over both nodes,
-//! every viewer of one stream lands on the same node, and when a node dies
-//! its viewers reconnect through nginx to the node that owns the stream
-//! next, while the other node's viewers never notice.
+//! The event of docker-compose.yml, natively: no Docker engine runs here,
+//! so these tests start the compose file's services as local processes on
+//! loopback — the same binaries, commands and environment (read from
+//! docker-compose.yml), the same `deploy/nginx.conf` — with compose host
+//! names replaced by loopback addresses. nginx routes `/v1/ws?stream=ID`
+//! to a tracker node by consistent hashing of the stream id and caches the
+//! origin: streams spread over both nodes, every viewer of one stream lands
+//! on the same node, the cache turns 20 requests for a segment into one
+//! origin copy, and when the node owning a stream dies its viewers, relays
+//! and publisher reconnect to the next node while playback goes on with no
+//! late segment.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpStream;
@@ -294,102 +297,249 @@ async fn the_cache_serves_repeated_and_concurrent_segment_requests_once_from_the
     );
 }
 
+/// docker-compose.yml as JSON (through python3-yaml, which the test
+/// command installs).
+fn compose() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docker-compose.yml");
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; json.dump(yaml.safe_load(open(sys.argv[1])), sys.stdout)",
+            path,
+        ])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "docker-compose.yml does not load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Compose services as native processes: the image's binary (or its shell
+/// entrypoint) with the service's command and environment, compose host
+/// names replaced by loopback addresses, container paths by a temporary
+/// directory.
+struct Native {
+    /// (compose `host:port`, loopback `host:port`).
+    hosts: Vec<(String, String)>,
+    tokens: std::path::PathBuf,
+}
+
+impl Native {
+    fn subst(&self, s: &str) -> String {
+        let mut s = s.replace("$$", "$");
+        for (from, to) in &self.hosts {
+            s = s.replace(from.as_str(), to);
+        }
+        s.replace("/run/tokens", self.tokens.to_str().unwrap())
+            .replace("$(hostname -i | cut -d' ' -f1)", "127.0.0.1")
+    }
+
+    fn command(&self, compose: &serde_json::Value, name: &str) -> Command {
+        let svc = &compose["services"][name];
+        let binary = match svc["build"]["dockerfile"].as_str() {
+            Some("deploy/origin.Dockerfile") => "swarmcast-origin",
+            Some("deploy/tracker.Dockerfile") => "swarmcast-tracker",
+            Some("deploy/edge.Dockerfile") => "swarmcast-edge",
+            other => panic!("service {name}: no native stand-in for {other:?}"),
+        };
+        let args: Vec<String> = svc["command"]
+            .as_array()
+            .map(|a| a.iter().map(|v| self.subst(v.as_str().unwrap())).collect())
+            .unwrap_or_default();
+        let mut cmd = if svc["entrypoint"] == serde_json::json!(["sh", "-c"]) {
+            let mut c = Command::new("sh");
+            c.arg("-c").arg(args.join("\n"));
+            c
+        } else {
+            let mut c = Command::new(swarmcast_e2e::bin(binary));
+            c.args(args);
+            c
+        };
+        let bin_dir = swarmcast_e2e::bin(binary).parent().unwrap().to_path_buf();
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        cmd.env("PATH", path)
+            .env("SWARMCAST_LISTEN", "127.0.0.1:0")
+            .env("SWARMCAST_LOG", "warn");
+        if binary == "swarmcast-origin" {
+            // The origin image serves the web player's page from its
+            // SWARMCAST_WEB_ROOT: here a page of the test's own.
+            let root = self.tokens.join("player");
+            std::fs::create_dir_all(&root).unwrap();
+            std::fs::write(
+                root.join("index.html"),
+                "<!doctype html><title>player</title>",
+            )
+            .unwrap();
+            cmd.env("SWARMCAST_WEB_ROOT", root);
+        }
+        if let Some(env) = svc["environment"].as_object() {
+            for (k, v) in env {
+                let v = v.as_str().unwrap();
+                let v = match k.as_str() {
+                    "SWARMCAST_TOKEN_SECRET" => swarmcast_e2e::SECRET.to_string(),
+                    "SWARMCAST_LOG" => "warn".to_string(),
+                    _ => self.subst(v),
+                };
+                cmd.env(k, v);
+            }
+        }
+        cmd
+    }
+
+    /// Starts a service and waits for its `listening on` line.
+    fn start(&self, compose: &serde_json::Value, name: &str) -> Proc {
+        let mut child = self
+            .command(compose, name)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines =
+            std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+        let addr = loop {
+            let line = lines
+                .next()
+                .unwrap_or_else(|| panic!("{name} ended before listening"))
+                .unwrap();
+            if let Some(a) = line.strip_prefix("listening on http://") {
+                break a.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Proc(child, addr)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_origin_and_the_edges_follow_their_stream_to_the_next_node_without_a_stall() {
-    let mut nodes_p = [
-        Proc::start("swarmcast-tracker", &[], true),
-        Proc::start("swarmcast-tracker", &[], true),
-    ];
+async fn the_compose_event_runs_natively_and_survives_losing_a_tracker_node() {
+    let c = compose();
+    let tokens = std::env::temp_dir().join(format!("swarmcast-compose-{}", std::process::id()));
+    std::fs::create_dir_all(&tokens).unwrap();
+    let mut n = Native {
+        hosts: Vec::new(),
+        tokens: tokens.clone(),
+    };
+    let mut nodes_p = [n.start(&c, "tracker-a"), n.start(&c, "tracker-b")];
     let nodes: [String; 2] = [nodes_p[0].1.clone(), nodes_p[1].1.clone()];
-    // Everything goes through nginx: the origin publishes to the tier and
-    // the edge peers reach both the tier and the origin (cached) there.
+    n.hosts.push(("tracker-a:7000".into(), nodes[0].clone()));
+    n.hosts.push(("tracker-b:7000".into(), nodes[1].clone()));
+    // The origin publishes to the tier through the balancer, whose port it
+    // must know before the balancer starts.
     let port = free_port();
-    let lb_ws = format!("ws://127.0.0.1:{port}/v1/ws");
-    let origin = Proc::start(
-        "swarmcast-origin",
-        &[
-            "--test-source",
-            "--test-source-renditions",
-            "360p",
-            "--tracker",
-            &lb_ws,
-        ],
-        true,
+    let lb = format!("127.0.0.1:{port}");
+    n.hosts.push(("edge-cache:8000".into(), lb.clone()));
+    let origin = n.start(&c, "origin");
+    n.hosts.push(("origin:8080".into(), origin.1.clone()));
+    let hosts: Vec<(&str, &str)> = n
+        .hosts
+        .iter()
+        .filter(|(h, _)| h != "edge-cache:8000")
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let _nginx = Nginx::start_on(port, &hosts);
+    // The tokens service signs the relays' token and prints the player URL.
+    let out = n.command(&c, "tokens").output().unwrap();
+    assert!(
+        out.status.success(),
+        "tokens: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let _lb = Nginx::start_on(
-        port,
-        &[
-            ("tracker-a:7000", &nodes[0]),
-            ("tracker-b:7000", &nodes[1]),
-            ("origin:8080", &origin.1),
-        ],
-    );
-    let lb_http = format!("http://127.0.0.1:{port}");
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let player = printed
+        .lines()
+        .find_map(|l| l.strip_prefix("player: "))
+        .expect("the tokens service prints the player URL");
+    assert!(player.contains("&token="), "{player}");
+    assert!(std::fs::metadata(tokens.join("relay")).unwrap().len() > 0);
+    let relays = [n.start(&c, "relay-1"), n.start(&c, "relay-2")];
+    // Two viewers through the balancer only.
+    let lb_ws = format!("ws://{lb}/v1/ws");
     let token = swarmcast_e2e::viewer_token();
     let edges = [
-        swarmcast_e2e::edge(&lb_ws, &lb_http, &token, &[]),
-        swarmcast_e2e::edge(&lb_ws, &lb_http, &token, &[]),
+        swarmcast_e2e::edge(&lb_ws, &format!("http://{lb}"), &token, &[]),
+        swarmcast_e2e::edge(&lb_ws, &format!("http://{lb}"), &token, &[]),
     ];
-    let c = reqwest::Client::new();
+    let http = reqwest::Client::new();
+    // The player page the printed URL names, through the cache.
+    let page = player.replace("localhost:8000", &lb);
+    assert!(http.get(&page).send().await.unwrap().status().is_success());
     let until = Instant::now() + Duration::from_secs(40);
-    for e in &edges {
-        while swarmcast_e2e::playlist_seqs(&c, &e.1).await.len() < 3 {
-            assert!(Instant::now() < until, "edge {} did not start playing", e.1);
+    for e in edges.iter().chain(&relays) {
+        while swarmcast_e2e::playlist_seqs(&http, &e.1).await.len() < 3 {
+            assert!(Instant::now() < until, "{} did not start playing", e.1);
             tokio::time::sleep(Duration::from_millis(300)).await;
         }
     }
     let refs = [nodes[0].as_str(), nodes[1].as_str()];
-    let owner = node_of(&c, &refs, "test", 2).await;
+    let owner = node_of(&http, &refs, "test", 2).await;
+    let relays_on = |node: String| {
+        let http = http.clone();
+        async move {
+            let r = http
+                .get(format!("http://{node}/v1/streams/test/stats"))
+                .send()
+                .await
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            (
+                v["peers"]["relay"].as_u64().unwrap_or(0),
+                v["published"].as_u64().unwrap_or(0),
+            )
+        }
+    };
+    assert_eq!(
+        relays_on(nodes[owner].clone()).await.0,
+        2,
+        "both relays on the owner"
+    );
     let late = "swarmcast_edge_late_segments_total";
     let mut newest = Vec::new();
     for e in &edges {
-        assert_eq!(swarmcast_e2e::metric(&c, &e.1, late).await, 0.0);
-        newest.push(swarmcast_e2e::newest(&c, &e.1).await.unwrap());
+        assert_eq!(swarmcast_e2e::metric(&http, &e.1, late).await, 0.0);
+        newest.push(swarmcast_e2e::newest(&http, &e.1).await.unwrap());
     }
-    // The owner dies: viewers and publisher reconnect through nginx to the
-    // other node.
+    // The owner dies: viewers, relays and the publisher reconnect through
+    // nginx to the other node.
     nodes_p[owner].0.kill().unwrap();
     nodes_p[owner].0.wait().unwrap();
     let other = 1 - owner;
-    assert_eq!(node_of(&c, &refs, "test", 2).await, other);
-    // The publisher found it too: the new node hears of new segments.
-    let published = |c: reqwest::Client, n: String| async move {
-        let r = c
-            .get(format!("http://{n}/v1/streams/test/stats"))
-            .send()
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-        v["published"].as_u64().unwrap_or(0)
-    };
+    assert_eq!(node_of(&http, &refs, "test", 2).await, other);
     let until = Instant::now() + Duration::from_secs(15);
     let replayed = loop {
-        let p = published(c.clone(), nodes[other].clone()).await;
-        if p > 0 {
+        let (r, p) = relays_on(nodes[other].clone()).await;
+        if p > 0 && r == 2 {
             break p;
         }
         assert!(
             Instant::now() < until,
-            "the origin did not publish to the new node"
+            "publisher and relays did not reach the new node ({r} relays, {p} published)"
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
     // Playback goes on: in 8 s (4 segments of 2 s) the new node hears of
     // new segments, each edge's playlist moves on, and no segment is late.
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let p = published(c.clone(), nodes[other].clone()).await;
+    let p = relays_on(nodes[other].clone()).await.1;
     assert!(
         p >= replayed + 3,
         "published on the new node: {replayed} -> {p}"
     );
     for (e, before) in edges.iter().zip(&newest) {
-        let now = swarmcast_e2e::newest(&c, &e.1).await.unwrap();
+        let now = swarmcast_e2e::newest(&http, &e.1).await.unwrap();
         assert!(now >= before + 3, "edge {}: newest {before} -> {now}", e.1);
         assert_eq!(
-            swarmcast_e2e::metric(&c, &e.1, late).await,
+            swarmcast_e2e::metric(&http, &e.1, late).await,
             0.0,
             "edge {}",
             e.1
         );
     }
+    drop(relays);
+    let _ = std::fs::remove_dir_all(&tokens);
 }
