@@ -510,11 +510,7 @@ async fn a_closing_client_delivers_its_last_report_first() {
 
 #[tokio::test]
 async fn serves_https_with_rustls() {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("swarmcast-tracker-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("c.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("k.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let (cert, dir) = common::self_signed("swarmcast-tracker-tls");
     let mut child = Command::new(env!("CARGO_BIN_EXE_swarmcast-tracker"))
         .args([
             "--listen",

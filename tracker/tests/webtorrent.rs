@@ -544,11 +544,7 @@ async fn token_and_allow_list() {
 
 #[tokio::test]
 async fn serves_wss_with_rustls_on_its_own_port() {
-    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("swarmcast-wt-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("c.pem"), cert.cert.pem()).unwrap();
-    std::fs::write(dir.join("k.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let (cert, dir) = common::self_signed("swarmcast-wt-tls");
     let wt_port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()

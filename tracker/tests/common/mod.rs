@@ -69,6 +69,17 @@ impl Tracker {
     }
 }
 
+/// A self-signed certificate for 127.0.0.1, written as `c.pem` and `k.pem`
+/// into a fresh temporary directory named after `name`.
+pub fn self_signed(name: &str) -> (rcgen::CertifiedKey<rcgen::KeyPair>, std::path::PathBuf) {
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("c.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.join("k.pem"), cert.signing_key.serialize_pem()).unwrap();
+    (cert, dir)
+}
+
 impl Drop for Tracker {
     fn drop(&mut self) {
         let _ = self.child.kill();
