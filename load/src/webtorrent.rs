@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use rand::Rng as _;
+use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use swarmcast_proto::webtorrent::{BinId, push_bin};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -234,10 +234,6 @@ impl Target {
     }
 }
 
-fn bin_json(out: &mut String, id: &BinId) {
-    push_bin(out, id);
-}
-
 /// An id whose first 8 bytes are `tag` and next 8 `t_us`; the rest random.
 fn stamped(tag: u64, t_us: u64, rng: &mut impl rand::Rng) -> BinId {
     let mut b = [0u8; 20];
@@ -285,9 +281,9 @@ async fn join(target: &Target, info_hash: BinId, peer_id: BinId) -> Result<Conn,
     let mut msg = String::from(
         "{\"action\":\"announce\",\"event\":\"started\",\"left\":1,\"numwant\":0,\"info_hash\":",
     );
-    bin_json(&mut msg, &info_hash);
+    push_bin(&mut msg, &info_hash);
     msg.push_str(",\"peer_id\":");
-    bin_json(&mut msg, &peer_id);
+    push_bin(&mut msg, &peer_id);
     msg.push('}');
     ws.send(Message::text(msg))
         .await
@@ -342,9 +338,9 @@ async fn run_conn(
                 msg.push_str("{\"action\":\"announce\",\"left\":1,\"numwant\":");
                 msg.push_str(&cfg.offers.to_string());
                 msg.push_str(",\"info_hash\":");
-                bin_json(&mut msg, &c.info_hash);
+                push_bin(&mut msg, &c.info_hash);
                 msg.push_str(",\"peer_id\":");
-                bin_json(&mut msg, &c.peer_id);
+                push_bin(&mut msg, &c.peer_id);
                 msg.push_str(",\"offers\":[");
                 for k in 0..cfg.offers {
                     if k > 0 {
@@ -354,7 +350,7 @@ async fn run_conn(
                     msg.push_str("{\"offer\":");
                     msg.push_str(&sdp(len, "offer", &mut rng));
                     msg.push_str(",\"offer_id\":");
-                    bin_json(&mut msg, &stamped(idx as u64, t_us, &mut rng));
+                    push_bin(&mut msg, &stamped(idx as u64, t_us, &mut rng));
                     msg.push('}');
                 }
                 msg.push_str("]}");
@@ -377,13 +373,13 @@ async fn run_conn(
                     let len = rng.random_range(cfg.sdp_min..=cfg.sdp_max);
                     let mut msg = String::with_capacity(len + 300);
                     msg.push_str("{\"action\":\"announce\",\"left\":1,\"info_hash\":");
-                    bin_json(&mut msg, &c.info_hash);
+                    push_bin(&mut msg, &c.info_hash);
                     msg.push_str(",\"peer_id\":");
-                    bin_json(&mut msg, &c.peer_id);
+                    push_bin(&mut msg, &c.peer_id);
                     msg.push_str(",\"to_peer_id\":");
-                    bin_json(&mut msg, &from);
+                    push_bin(&mut msg, &from);
                     msg.push_str(",\"offer_id\":");
-                    bin_json(&mut msg, &oid);
+                    push_bin(&mut msg, &oid);
                     msg.push_str(",\"answer\":");
                     msg.push_str(&sdp(len, "answer", &mut rng));
                     msg.push('}');
@@ -407,8 +403,6 @@ async fn run_conn(
     let _ = c.ws.close(None).await;
     t
 }
-
-use rand::SeedableRng as _;
 
 /// Runs the phases and reports.
 pub async fn run(cfg: WtBench) -> Result<WtReport, LoadError> {
@@ -537,7 +531,7 @@ mod tests {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
         let id = stamped(7, 123_456_789, &mut rng);
         let mut s = String::new();
-        bin_json(&mut s, &id);
+        push_bin(&mut s, &id);
         let v: String = serde_json::from_str(&s).expect("json");
         let back = BinId::from_binary_str(&v).expect("20 chars");
         assert_eq!(stamp_of(&back), 123_456_789);

@@ -356,11 +356,7 @@ async fn ws_upgrade(
 ) -> Response {
     // `?stream=ID` (clients add it for load balancers that route by
     // stream): the hello must then name the same stream.
-    let url_stream = uri.query().and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("stream="))
-            .map(str::to_string)
-    });
+    let url_stream = query_param(uri.query(), "stream").map(str::to_string);
     // Messages up to twice the protocol limit reach the session, which
     // answers `too_large`; larger ones end the connection.
     ws.max_message_size(2 * MAX_MESSAGE)
@@ -374,6 +370,14 @@ async fn ws_upgrade(
             let tasks = t.tasks.clone();
             tasks.track_future(session(t, socket, conn, url_stream).instrument(span))
         })
+}
+
+/// The value of `key` in a URL's query string (values here are tokens and
+/// ids, which need no unescaping).
+pub(crate) fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')))
 }
 
 fn now_s() -> u64 {

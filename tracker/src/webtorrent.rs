@@ -108,12 +108,8 @@ pub struct Outcome {
     pub joined: bool,
     /// The peer left this swarm (`stopped`).
     pub left: bool,
-    /// Offers relayed.
-    pub offers_relayed: u32,
     /// Offers not relayed: beyond the cap or `numwant`, or no other peer.
     pub offers_unrelayed: u32,
-    /// Answers relayed (0 or 1).
-    pub answers_relayed: u32,
     /// An answer was dropped: why (`unknown_peer`, `no_offer`).
     pub answer_dropped: Option<&'static str>,
 }
@@ -268,7 +264,6 @@ impl<L: Clone> WtSwarm<L> {
                         expires_ms: now_ms + cfg.offer_ttl_ms,
                     });
                 }
-                o.offers_relayed = picked.len() as u32;
                 o.offers_unrelayed = (a.offers.len() - picked.len()) as u32;
             }
             if let Some(ans) = &a.answer {
@@ -285,7 +280,6 @@ impl<L: Clone> WtSwarm<L> {
                             Some(k) => {
                                 offerer.pending.remove(k);
                                 out.push((offerer.link.clone(), Relay::Answer));
-                                o.answers_relayed = 1;
                             }
                             None => o.answer_dropped = Some("no_offer"),
                         }
@@ -407,8 +401,10 @@ mod tests {
                 out: Vec::new(),
             }
         }
-        /// Peer `p` on connection `p` announces.
+        /// Peer `p` on connection `p` announces; `out` then holds what
+        /// this announce relayed.
         fn ann(&mut self, now: u64, a: &Announce<'_>) -> Result<Outcome, Refusal> {
+            self.out.clear();
             let p = a.peer_id.0[0];
             self.s.announce(
                 &self.cfg,
@@ -419,6 +415,16 @@ mod tests {
                 &mut self.out,
             )
         }
+    }
+
+    /// Offers and answers the last announce relayed.
+    fn relayed(w: &World) -> (usize, usize) {
+        let offers = w
+            .out
+            .iter()
+            .filter(|(_, r)| matches!(r, Relay::Offer(_)))
+            .count();
+        (offers, w.out.len() - offers)
     }
 
     #[test]
@@ -435,7 +441,7 @@ mod tests {
             })
             .collect();
         let o = w.ann(10, &announce(1, &offers, None)).unwrap();
-        assert_eq!((o.offers_relayed, o.offers_unrelayed), (4, 0));
+        assert_eq!((relayed(&w).0, o.offers_unrelayed), (4, 0));
         let mut to: Vec<u8> = w.out.iter().map(|(l, _)| *l).collect();
         to.sort_unstable();
         to.dedup();
@@ -456,7 +462,6 @@ mod tests {
             id(1),
             "the offer names the offering peer"
         );
-        w.out.clear();
         let ans_raw = RawValue::from_string(r#"{"type":"answer","sdp":"a"}"#.into()).unwrap();
         let answer = |to: u8, oid: BinId| Answer {
             to_peer_id: id(to),
@@ -474,7 +479,8 @@ mod tests {
         let o = w
             .ann(20, &announce(answerer, &[], Some(answer(1, offer_id))))
             .unwrap();
-        assert_eq!(o.answers_relayed, 1);
+        assert_eq!(o.answer_dropped, None);
+        assert_eq!(relayed(&w), (0, 1));
         assert_eq!(w.out.len(), 1);
         assert_eq!(w.out[0].0, 1);
         let o = w
@@ -527,11 +533,12 @@ mod tests {
             })
             .collect();
         let o = w.ann(0, &announce(1, &offers, None)).unwrap();
-        assert_eq!((o.offers_relayed, o.offers_unrelayed), (3, 2));
+        assert_eq!((relayed(&w).0, o.offers_unrelayed), (3, 2));
         assert!(o.reply.contains("only 3 offers"));
         let mut a = announce(1, &offers, None);
         a.numwant = Some(1.0);
-        assert_eq!(w.ann(0, &a).unwrap().offers_relayed, 1);
+        w.ann(0, &a).unwrap();
+        assert_eq!(relayed(&w).0, 1);
         // Another connection cannot use peer 1's id.
         let hijack = w.s.announce(
             &w.cfg,
@@ -572,10 +579,10 @@ mod tests {
             offer: &raw,
         }; 5];
         let o = w.ann(0, &announce(1, &offers, None)).unwrap();
-        assert_eq!((o.offers_relayed, o.offers_unrelayed), (0, 5));
+        assert_eq!((relayed(&w).0, o.offers_unrelayed), (0, 5));
         w.ann(0, &announce(2, &[], None)).unwrap();
         let o = w.ann(0, &announce(1, &offers, None)).unwrap();
-        assert_eq!(o.offers_relayed, 1);
+        assert_eq!((relayed(&w).0, o.offers_unrelayed), (1, 4));
         assert_eq!(w.out.last().unwrap().0, 2);
     }
 }

@@ -161,10 +161,7 @@ impl WtHub {
         if !self.limits.require_token {
             return true;
         }
-        let token = query
-            .unwrap_or("")
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("token="));
+        let token = crate::server::query_param(query, "token");
         let ok = match (token, StreamId::new(WT_TOKEN_STREAM.to_string())) {
             (Some(t), Ok(stream)) => key.verify(t, &stream, Role::Viewer, now_s).is_ok(),
             _ => false,

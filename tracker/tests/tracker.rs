@@ -265,19 +265,9 @@ async fn join_publish_index_and_leave() {
     })
     .await;
     // The dashboard and the stream list serve.
-    let page = reqwest::get(format!("http://{}/", t.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = t.get("/").await;
     assert!(page.contains("Swarmcast tracker"));
-    let list = reqwest::get(format!("http://{}/v1/streams", t.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let list = t.get("/v1/streams").await;
     assert!(list.contains("\"stream\":\"ev\""));
 }
 

@@ -596,12 +596,7 @@ async fn serves_wss_with_rustls_on_its_own_port() {
 #[tokio::test]
 async fn the_dashboard_shows_the_endpoint_and_sigterm_closes_with_1001() {
     let t = Tracker::start(&[]);
-    let page = reqwest::get(format!("http://{}/", t.addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = t.get("/").await;
     assert!(page.contains("WebTorrent endpoint"));
     assert!(page.contains("/v1/webtorrent/stats"));
     let mut a = t.connect("/").await;
