@@ -53,9 +53,25 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_WINDOW_SEGMENTS", default_value_t = 30)]
     pub window_segments: u32,
 
-    /// Viewers per first fetcher (about one first fetcher per cell).
-    #[arg(long, env = "SWARMCAST_CELL_SIZE", default_value_t = 300)]
+    /// Viewers per first fetcher within one mesh (a mesh of N viewers
+    /// starts each segment with about N / this many first fetchers; the
+    /// coverage feedback then adjusts). Formerly `--cell-size`.
+    #[arg(
+        long = "viewers-per-fetcher",
+        alias = "cell-size",
+        env = "SWARMCAST_VIEWERS_PER_FETCHER",
+        default_value_t = 300
+    )]
     pub cell_size: u32,
+
+    /// Most viewers and relays in one cell of a stream (0: no split). A
+    /// stream whose audience passes it is split into cells, each a mesh of
+    /// its own with its own first fetchers seeded over HTTP: the origin
+    /// then sends about one copy of each segment per cell (or each
+    /// stripe's roots per cell), and a publish's planning work is bounded
+    /// by the cell's size. Peers meet only peers of their own cell.
+    #[arg(long, env = "SWARMCAST_CELL_VIEWERS", default_value_t = 0)]
+    pub cell_viewers: usize,
 
     /// Fewest first fetchers per segment (each costs the origin one copy;
     /// one that misses its deadline is replaced, and every viewer falls
@@ -200,7 +216,7 @@ impl Config {
             return err("--min-first-fetchers must be at least 1 and at most --max-first-fetchers");
         }
         if self.cell_size == 0 {
-            return err("--cell-size must be at least 1");
+            return err("--viewers-per-fetcher must be at least 1");
         }
         if !(self.coverage_target > 0.0 && self.coverage_target <= 1.0) {
             return err("--coverage-target must be above 0 and at most 1");
@@ -341,7 +357,7 @@ mod tests {
                 &["--min-first-fetchers", "5", "--max-first-fetchers", "2"],
                 "--min-first-fetchers",
             ),
-            (&["--cell-size", "0"], "--cell-size"),
+            (&["--cell-size", "0"], "--viewers-per-fetcher"),
         ] {
             let e = parse(bad).expect_err("refused");
             assert!(e.contains(says), "{bad:?}: {e}");

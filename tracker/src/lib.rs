@@ -8,7 +8,8 @@
 //! first while telling everyone else it exists, with the origin's hash.
 //!
 //! Layout: [`swarm`] is the sans-IO core (no clock, no I/O, seeded
-//! randomness: the same code runs in the event simulator); [`server`] is the
+//! randomness: the same code runs in the event simulator); [`cells`] splits
+//! a large stream's audience over several such cores; [`server`] is the
 //! tokio shell (axum routes, one task per session, one task per swarm);
 //! [`client`] is the client library edge peers use; [`stats`] is the JSON
 //! served on `/v1/streams/{stream}/stats`.
@@ -19,6 +20,7 @@
 //! session (the origin), never from a viewer.
 
 pub mod bitset;
+pub mod cells;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -72,7 +74,10 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             ping_interval: Duration::from_millis(u64::from(config.ping_interval_ms)),
             idle_timeout: Duration::from_millis(u64::from(config.idle_timeout_ms)),
         },
-        config.max_swarms,
+        server::StreamLimits {
+            max_swarms: config.max_swarms,
+            cell_viewers: config.cell_viewers,
+        },
         shutdown.clone(),
         tasks.clone(),
         webtorrent_server::WtHub::new(config.wt_swarm(), config.wt_limits()?),

@@ -1,7 +1,8 @@
 //! The tokio shell around the sans-IO [`Swarm`] core.
 //!
-//! Ownership: one task owns each swarm (its [`Swarm`] core and the senders
-//! to its sessions) and is fed through a bounded channel; one task owns each
+//! Ownership: one task owns each swarm (its [`Cells`]: one [`Swarm`] core
+//! per cell, and the senders to its sessions) and is fed through a bounded
+//! channel; one task owns each
 //! WebSocket session. The registry of swarms is a `DashMap` from stream id
 //! to that channel, touched only when a session joins. Sessions decode JSON,
 //! check tokens and apply per-session rate limits in parallel; the swarm
@@ -29,8 +30,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, field, info, info_span, warn};
 
+use crate::cells::{Cells, Seat};
 use crate::stats::StreamStats;
-use crate::swarm::{JoinRequest, Recipients, Slot, Swarm, SwarmConfig};
+#[cfg(doc)]
+use crate::swarm::Swarm;
+use crate::swarm::{JoinRequest, Recipients, SwarmConfig};
 use crate::webtorrent_server::{self, WtHub};
 
 /// Messages queued to one session before it counts as too slow and is
@@ -50,15 +54,15 @@ enum Cmd {
         req: JoinRequest,
         conn: ConnId,
         out: mpsc::Sender<Utf8Bytes>,
-        reply: oneshot::Sender<Result<Slot, ErrorCode>>,
+        reply: oneshot::Sender<Result<Seat, ErrorCode>>,
     },
     Msg {
-        slot: Slot,
+        seat: Seat,
         conn: ConnId,
         msg: ClientMsg,
     },
     Leave {
-        slot: Slot,
+        seat: Seat,
         conn: ConnId,
     },
     Stats {
@@ -132,13 +136,22 @@ impl RateLimit {
     }
 }
 
+/// How many streams, and how one stream's audience is split.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamLimits {
+    /// Most swarms (streams) at once.
+    pub max_swarms: usize,
+    /// Most viewers and relays per cell (0: one cell per stream).
+    pub cell_viewers: usize,
+}
+
 /// The tracker's shared state.
 #[derive(Debug)]
 pub struct Tracker {
     key: TokenKey,
     swarm_cfg: SwarmConfig,
     limits: SessionLimits,
-    max_swarms: usize,
+    streams: StreamLimits,
     swarms: DashMap<StreamId, mpsc::Sender<Cmd>>,
     next_conn: AtomicU64,
     sessions: AtomicU64,
@@ -161,7 +174,7 @@ impl Tracker {
         key: TokenKey,
         swarm_cfg: SwarmConfig,
         limits: SessionLimits,
-        max_swarms: usize,
+        streams: StreamLimits,
         shutdown: CancellationToken,
         tasks: TaskTracker,
         wt: WtHub,
@@ -170,7 +183,7 @@ impl Tracker {
             key,
             swarm_cfg,
             limits,
-            max_swarms,
+            streams,
             swarms: DashMap::new(),
             next_conn: AtomicU64::new(1),
             sessions: AtomicU64::new(0),
@@ -205,7 +218,7 @@ impl Tracker {
                 return Ok(tx.clone());
             }
         }
-        if self.swarms.len() >= self.max_swarms {
+        if self.swarms.len() >= self.streams.max_swarms {
             return Err(ErrorCode::Overloaded);
         }
         let tx = self
@@ -396,7 +409,7 @@ async fn send_error(ws: &mut WebSocket, code: ErrorCode, message: &str) -> bool 
 
 struct Joined {
     swarm: mpsc::Sender<Cmd>,
-    slot: Slot,
+    seat: Seat,
 }
 
 async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: Option<String>) {
@@ -521,9 +534,9 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
                             break "internal";
                         }
                         match rx.await {
-                            Ok(Ok(slot)) => {
+                            Ok(Ok(seat)) => {
                                 info!("joined");
-                                joined = Some(Joined { swarm, slot });
+                                joined = Some(Joined { swarm, seat });
                             }
                             Ok(Err(code)) => {
                                 let _ = send_error(&mut ws, code, match code {
@@ -547,7 +560,7 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
                     }
                     (Some(_), ClientMsg::Pong { .. }) => {}
                     (Some(j), msg) => {
-                        if j.swarm.send(Cmd::Msg { slot: j.slot, conn, msg }).await.is_err() {
+                        if j.swarm.send(Cmd::Msg { seat: j.seat, conn, msg }).await.is_err() {
                             break "internal";
                         }
                     }
@@ -556,7 +569,7 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
         }
     };
     if let Some(j) = joined {
-        let _ = j.swarm.send(Cmd::Leave { slot: j.slot, conn }).await;
+        let _ = j.swarm.send(Cmd::Leave { seat: j.seat, conn }).await;
     }
     debug!(reason, "session ended");
     metrics::counter!("swarmcast_tracker_disconnects_total", "reason" => reason).increment(1);
@@ -566,7 +579,12 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
 
 async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cmd>) {
     let seed = rand::random::<u64>();
-    let mut core = Swarm::new(stream.clone(), t.swarm_cfg.clone(), seed);
+    let mut core = Cells::new(
+        stream.clone(),
+        t.swarm_cfg.clone(),
+        t.streams.cell_viewers,
+        seed,
+    );
     let mut conns: Vec<Option<(ConnId, mpsc::Sender<Utf8Bytes>)>> = Vec::new();
     let epoch = Instant::now();
     let now_ms = || epoch.elapsed().as_millis() as u64;
@@ -592,8 +610,8 @@ async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cm
                 match cmd {
                     Cmd::Join { req, conn, out, reply } => {
                         let r = core.join(now, req);
-                        if let Ok(slot) = r {
-                            let i = slot as usize;
+                        if let Ok(seat) = r {
+                            let i = seat as usize;
                             if conns.len() <= i {
                                 conns.resize_with(i + 1, || None);
                             }
@@ -601,16 +619,16 @@ async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cm
                         }
                         let _ = reply.send(r);
                     }
-                    Cmd::Msg { slot, conn, msg } => {
-                        if conns.get(slot as usize).and_then(Option::as_ref).is_some_and(|(c, _)| *c == conn) {
-                            core.handle(now, slot, msg);
+                    Cmd::Msg { seat, conn, msg } => {
+                        if conns.get(seat as usize).and_then(Option::as_ref).is_some_and(|(c, _)| *c == conn) {
+                            core.handle(now, seat, msg);
                         }
                     }
-                    Cmd::Leave { slot, conn } => {
-                        let owned = conns.get(slot as usize).and_then(Option::as_ref).is_some_and(|(c, _)| *c == conn);
+                    Cmd::Leave { seat, conn } => {
+                        let owned = conns.get(seat as usize).and_then(Option::as_ref).is_some_and(|(c, _)| *c == conn);
                         if owned {
-                            conns[slot as usize] = None;
-                            core.leave(now, slot);
+                            conns[seat as usize] = None;
+                            core.leave(now, seat);
                         }
                     }
                     Cmd::Stats { reply } => {
@@ -649,18 +667,18 @@ async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cm
 /// Sends every queued output; a session whose queue is full is dropped
 /// (the core forgets it at once; its connection closes when it sees its
 /// queue closed).
-fn deliver(core: &mut Swarm, conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes>)>], now: u64) {
+fn deliver(core: &mut Cells, conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes>)>], now: u64) {
     while let Some(o) = core.poll_output() {
         let Ok(text) = Utf8Bytes::try_from(o.text) else {
             warn!("core produced non-UTF-8 text");
             continue;
         };
-        let slots: &[Slot] = match &o.to {
+        let seats: &[Seat] = match &o.to {
             Recipients::One(s) => std::slice::from_ref(s),
             Recipients::Many(v) => v,
         };
         let mut dropped = Vec::new();
-        for &s in slots {
+        for &s in seats {
             if let Some(Some((_, tx))) = conns.get(s as usize) {
                 if tx.try_send(text.clone()).is_err() {
                     dropped.push(s);
@@ -668,7 +686,7 @@ fn deliver(core: &mut Swarm, conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes
             }
         }
         metrics::counter!("swarmcast_tracker_messages_sent_total")
-            .increment((slots.len() - dropped.len()) as u64);
+            .increment((seats.len() - dropped.len()) as u64);
         for s in dropped {
             conns[s as usize] = None;
             core.leave(now, s);
@@ -680,11 +698,12 @@ fn deliver(core: &mut Swarm, conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes
 /// Adds what the core counted since the last call to the Prometheus
 /// counters (cheap: a few integer compares).
 fn export_counters(
-    core: &Swarm,
+    core: &Cells,
     last: &mut crate::swarm::Counters,
     refused_seen: &mut std::collections::BTreeMap<&'static str, u64>,
 ) {
     let c = core.counters();
+    let c = c.as_ref();
     if c == last {
         return;
     }
@@ -743,9 +762,10 @@ fn export_counters(
 }
 
 /// Per-stream gauges (once a second: computing them walks the swarm).
-fn export_gauges(stream: &StreamId, core: &Swarm) {
+fn export_gauges(stream: &StreamId, core: &Cells) {
     let s = core.stats();
     let id = stream.to_string();
+    metrics::gauge!("swarmcast_tracker_cells", "stream" => id.clone()).set(s.cells.len() as f64);
     metrics::gauge!("swarmcast_tracker_viewers", "stream" => id.clone()).set(f64::from(s.viewers));
     metrics::gauge!("swarmcast_tracker_offload_ratio", "stream" => id.clone()).set(s.offload);
     metrics::gauge!("swarmcast_tracker_http_bytes", "stream" => id.clone())

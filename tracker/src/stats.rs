@@ -71,6 +71,10 @@ pub struct StreamStats {
     pub first_fetch_assigned: u64,
     /// First fetchers replaced after their deadline.
     pub first_fetch_replaced: u64,
+    /// Viewers and relays in each cell (one entry when the stream is not
+    /// split; see `--cell-viewers`).
+    #[serde(default)]
+    pub cells: Vec<u32>,
     /// The live window.
     pub segments: Vec<SegmentStats>,
 }

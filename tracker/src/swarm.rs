@@ -1666,6 +1666,7 @@ impl Swarm {
             published: self.counters.published,
             first_fetch_assigned: self.counters.first_fetch_assigned,
             first_fetch_replaced: self.counters.first_fetch_replaced,
+            cells: Vec::new(),
             segments,
         }
     }

@@ -420,6 +420,86 @@ async fn a_silent_first_fetcher_is_replaced() {
 }
 
 #[tokio::test]
+async fn a_large_audience_is_split_into_cells_each_seeded_over_http() {
+    // Cells of 3: six viewers make two meshes, each with its own first
+    // fetcher; peers only ever meet peers of their cell.
+    let t = Tracker::start(&[
+        "--cell-viewers",
+        "3",
+        "--stripes",
+        "0",
+        "--min-first-fetchers",
+        "1",
+    ]);
+    let mut origin = Ws::join(&t, "big", "origin", ClientKind::Publisher, None).await;
+    let mut viewers = Vec::new();
+    for i in 0..6 {
+        viewers.push(Ws::join(&t, "big", &format!("v{i}"), ClientKind::Native, None).await);
+    }
+    let s = t.stats("big").await;
+    assert_eq!((s.viewers, s.peers.publisher), (6, 1));
+    assert_eq!(s.cells, vec![3, 3]);
+    wait_until("the cells gauge", || async {
+        t.metric("swarmcast_tracker_cells{").await == 2.0
+    })
+    .await;
+    origin
+        .send(&ClientMsg::Publish {
+            meta: meta("big", 0),
+        })
+        .await;
+    let mut fetch_cells = Vec::new();
+    for (i, v) in viewers.iter_mut().enumerate() {
+        let mut met = Vec::new();
+        let m = loop {
+            match v.recv().await.expect("open") {
+                ServerMsg::Peers { peers } => {
+                    met.extend(peers.into_iter().map(|p| p.peer_id.to_string()));
+                }
+                m @ (ServerMsg::Fetch { .. } | ServerMsg::Segment { .. }) => break m,
+                _ => {}
+            }
+        };
+        for id in &met {
+            let j: usize = id[1..].parse().unwrap();
+            assert_eq!(j / 3, i / 3, "v{i} met {id}");
+        }
+        assert!(!met.is_empty() || i % 3 == 0, "v{i} met nobody");
+        if matches!(m, ServerMsg::Fetch { .. }) {
+            fetch_cells.push(i / 3);
+        }
+    }
+    assert_eq!(fetch_cells, vec![0, 1], "one first fetcher per cell");
+    // The publisher heard one welcome and nothing else of two cells: a
+    // ping is answered once.
+    origin.alive().await;
+    assert!(origin.no_signal_for(300).await);
+    // A signal cannot cross cells.
+    viewers[0]
+        .send(&ClientMsg::Signal {
+            to: PeerId::new("v4").unwrap(),
+            signal: Signal::Offer { sdp: "x".into() },
+        })
+        .await;
+    viewers[0].expect_error(ErrorCode::UnknownPeer).await;
+    assert!(viewers[4].no_signal_for(300).await);
+    // A viewer that leaves frees room in its cell: the next joiner takes
+    // it, and hears of the live segment.
+    drop(viewers.remove(1));
+    wait_until("v1 gone", || async {
+        t.stats("big").await.cells == vec![2, 3]
+    })
+    .await;
+    let mut late = Ws::join(&t, "big", "v9", ClientKind::Native, None).await;
+    late.expect(|m| matches!(m, ServerMsg::Segment { meta: m } if *m == meta("big", 0)))
+        .await;
+    assert_eq!(t.stats("big").await.cells, vec![3, 3]);
+    let s = t.stats("big").await;
+    assert_eq!(s.first_fetch_assigned, 2);
+    assert_eq!(s.published, 1);
+}
+
+#[tokio::test]
 async fn a_restarted_tracker_rebuilds_its_index_from_reconnecting_clients() {
     let t = Tracker::start(&[]);
     let addr = t.addr.clone();

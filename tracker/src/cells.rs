@@ -1,0 +1,803 @@
+//! Cells: one stream's audience split into sub-swarms.
+//!
+//! A stream whose audience passes `cell_viewers` sessions is split into
+//! cells, each a whole [`Swarm`] core of its own: its own mesh (neighbours
+//! are only ever introduced within a cell), its own dissemination plan and
+//! first fetchers, its own coverage feedback. The origin's cost then grows
+//! with the number of cells (each cell is seeded over HTTP by its own first
+//! fetchers: about one copy per cell per segment with plain first fetchers,
+//! a stripe's roots per cell with stripes), not with viewers; and the work
+//! of one publish (selection, plans) is bounded by the cell's size.
+//!
+//! Rules:
+//! - A joining viewer or relay takes the least-populated cell that has
+//!   room; when every cell has `cell_viewers` members, a new cell opens.
+//!   `cell_viewers = 0` keeps one cell (no split).
+//! - A publisher is a member of every cell: its publishes go to each, and a
+//!   cell opened later is joined by it at once and given its last
+//!   [`REPLAY`] publishes per rendition, so the newcomer gets the live edge
+//!   as in any swarm. What the cores send to a publisher is delivered from
+//!   its first cell only (one welcome, one answer per message).
+//! - Peer ids are unique across the stream; the session cap
+//!   (`max_peers`) counts every cell.
+//! - Cells are never merged: after an audience shrinks, joiners refill the
+//!   emptiest cells first, but members stay where they are (moving them
+//!   would mean new WebRTC links).
+//!
+//! Sans-IO like [`Swarm`]: the driver feeds [`Cells::join`],
+//! [`Cells::handle`], [`Cells::leave`] and [`Cells::handle_timeout`] and
+//! drains [`Cells::poll_output`], whose recipients are seats (the stream's
+//! session numbers), not the cores' slots.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use swarmcast_proto::tracker::{ClientKind, ClientMsg, ErrorCode};
+use swarmcast_proto::{PeerId, RenditionId, SegmentMeta, StreamId};
+
+use crate::stats::{SegmentStats, StreamStats};
+use crate::swarm::{Counters, JoinRequest, Output, Recipients, Slot, Swarm, SwarmConfig};
+
+/// A session's number in the stream (reused after it leaves).
+pub type Seat = u32;
+
+/// Publishes kept per rendition for a cell that opens later.
+pub const REPLAY: usize = 8;
+
+const NO_SEAT: Seat = Seat::MAX;
+
+#[derive(Debug)]
+struct Cell {
+    core: Swarm,
+    /// Viewers and relays (publishers are in every cell).
+    members: usize,
+    /// The seat of each of the core's slots.
+    seat_of: Vec<Seat>,
+}
+
+#[derive(Debug)]
+enum Member {
+    /// A viewer or relay: one slot in one cell.
+    One { id: PeerId, cell: usize, slot: Slot },
+    /// A publisher: a slot in every cell (by cell index; `None` where the
+    /// cell refused it).
+    Publisher {
+        req: JoinRequest,
+        slots: Vec<Option<Slot>>,
+    },
+}
+
+/// One stream's cells.
+#[derive(Debug)]
+pub struct Cells {
+    stream: StreamId,
+    cfg: SwarmConfig,
+    cell_viewers: usize,
+    seed: u64,
+    cells: Vec<Cell>,
+    seats: Vec<Option<Member>>,
+    free: Vec<Seat>,
+    by_id: HashMap<PeerId, Seat>,
+    /// Viewers and relays in all cells.
+    members: usize,
+    /// The last publishes of each rendition, oldest first.
+    recent: BTreeMap<RenditionId, VecDeque<SegmentMeta>>,
+    out: VecDeque<Output>,
+    /// Joins refused before reaching a cell, by error code.
+    refused: BTreeMap<&'static str, u64>,
+}
+
+impl Cells {
+    /// A stream with no session yet. `cell_viewers`: most viewers and
+    /// relays per cell (0: one cell, however large).
+    pub fn new(stream: StreamId, cfg: SwarmConfig, cell_viewers: usize, seed: u64) -> Self {
+        Self {
+            stream,
+            cfg,
+            cell_viewers,
+            seed,
+            cells: Vec::new(),
+            seats: Vec::new(),
+            free: Vec::new(),
+            by_id: HashMap::new(),
+            members: 0,
+            recent: BTreeMap::new(),
+            out: VecDeque::new(),
+            refused: BTreeMap::new(),
+        }
+    }
+
+    /// Sessions in the stream (a publisher counts once).
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// No session.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Cells open.
+    pub fn cell_count(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// The next output to deliver, addressed to seats.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    fn refuse(&mut self, code: ErrorCode) -> ErrorCode {
+        *self.refused.entry(code.as_str()).or_default() += 1;
+        code
+    }
+
+    /// Admits an authenticated session into a cell (every cell, for a
+    /// publisher).
+    pub fn join(&mut self, now: u64, req: JoinRequest) -> Result<Seat, ErrorCode> {
+        if self.by_id.contains_key(&req.peer_id) {
+            return Err(self.refuse(ErrorCode::PeerIdTaken));
+        }
+        let publisher = req.kind == ClientKind::Publisher;
+        if !publisher && self.members >= self.cfg.max_peers {
+            return Err(self.refuse(ErrorCode::Overloaded));
+        }
+        let seat = self.free.pop().unwrap_or_else(|| {
+            self.seats.push(None);
+            (self.seats.len() - 1) as Seat
+        });
+        let member = if publisher {
+            if self.cells.is_empty() {
+                self.open_cell(now);
+            }
+            let mut slots = Vec::with_capacity(self.cells.len());
+            for c in 0..self.cells.len() {
+                match self.cells[c].core.join(now, req.clone()) {
+                    Ok(slot) => {
+                        self.bind(c, slot, seat);
+                        slots.push(Some(slot));
+                    }
+                    Err(e) => {
+                        for (c, slot) in slots.iter().enumerate() {
+                            if let Some(slot) = *slot {
+                                self.unbind_leave(now, c, slot);
+                            }
+                        }
+                        self.free.push(seat);
+                        return Err(e);
+                    }
+                }
+            }
+            Member::Publisher { req, slots }
+        } else {
+            let c = self.cell_for_joiner(now);
+            let id = req.peer_id.clone();
+            match self.cells[c].core.join(now, req) {
+                Ok(slot) => {
+                    self.bind(c, slot, seat);
+                    self.cells[c].members += 1;
+                    self.members += 1;
+                    Member::One { id, cell: c, slot }
+                }
+                Err(e) => {
+                    self.pump(c);
+                    self.free.push(seat);
+                    return Err(e);
+                }
+            }
+        };
+        let id = match &member {
+            Member::One { id, .. } => id.clone(),
+            Member::Publisher { req, .. } => req.peer_id.clone(),
+        };
+        self.by_id.insert(id, seat);
+        self.seats[seat as usize] = Some(member);
+        for c in 0..self.cells.len() {
+            self.pump(c);
+        }
+        Ok(seat)
+    }
+
+    /// The cell a viewer or relay joins: the least-populated one with
+    /// room, or a new one.
+    fn cell_for_joiner(&mut self, now: u64) -> usize {
+        let cap = if self.cell_viewers == 0 {
+            usize::MAX
+        } else {
+            self.cell_viewers
+        };
+        let best = self
+            .cells
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.members < cap)
+            .min_by_key(|(i, c)| (c.members, *i))
+            .map(|(i, _)| i);
+        match best {
+            Some(c) => c,
+            None => self.open_cell(now),
+        }
+    }
+
+    /// Opens a cell: every publisher joins it and replays its recent
+    /// publishes (no viewer is there yet, so nobody is asked to fetch).
+    fn open_cell(&mut self, now: u64) -> usize {
+        let c = self.cells.len();
+        let seed = self.seed.wrapping_add(c as u64);
+        self.cells.push(Cell {
+            core: Swarm::new(self.stream.clone(), self.cfg.clone(), seed),
+            members: 0,
+            seat_of: Vec::new(),
+        });
+        let publishers: Vec<(Seat, JoinRequest)> = self
+            .seats
+            .iter()
+            .enumerate()
+            .filter_map(|(s, m)| match m {
+                Some(Member::Publisher { req, .. }) => Some((s as Seat, req.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut first = None;
+        for (seat, req) in publishers {
+            let slot = self.cells[c].core.join(now, req).ok();
+            if let Some(slot) = slot {
+                self.bind(c, slot, seat);
+                first.get_or_insert(slot);
+            }
+            if let Some(Some(Member::Publisher { slots, .. })) = self.seats.get_mut(seat as usize) {
+                slots.push(slot);
+            }
+        }
+        if let Some(slot) = first {
+            let replay: Vec<SegmentMeta> = self.recent.values().flatten().cloned().collect();
+            for meta in replay {
+                self.cells[c]
+                    .core
+                    .handle(now, slot, ClientMsg::Publish { meta });
+            }
+        }
+        self.pump(c);
+        c
+    }
+
+    fn bind(&mut self, c: usize, slot: Slot, seat: Seat) {
+        let map = &mut self.cells[c].seat_of;
+        let i = slot as usize;
+        if map.len() <= i {
+            map.resize(i + 1, NO_SEAT);
+        }
+        map[i] = seat;
+    }
+
+    fn unbind_leave(&mut self, now: u64, c: usize, slot: Slot) {
+        self.cells[c].core.leave(now, slot);
+        self.pump(c);
+        if let Some(s) = self.cells[c].seat_of.get_mut(slot as usize) {
+            *s = NO_SEAT;
+        }
+    }
+
+    /// Moves a cell's outputs to the stream's queue, addressed to seats.
+    /// A publisher hears only from the first cell (cell 0, which it joins
+    /// first).
+    fn pump(&mut self, c: usize) {
+        let Self {
+            cells, seats, out, ..
+        } = self;
+        let cell = &mut cells[c];
+        while let Some(o) = cell.core.poll_output() {
+            let keep = |slot: &Slot| -> Option<Seat> {
+                let seat = *cell.seat_of.get(*slot as usize)?;
+                let publisher = matches!(
+                    seats.get(seat as usize),
+                    Some(Some(Member::Publisher { .. }))
+                );
+                (seat != NO_SEAT && (c == 0 || !publisher)).then_some(seat)
+            };
+            let to = match &o.to {
+                Recipients::One(s) => match keep(s) {
+                    Some(seat) => Recipients::One(seat),
+                    None => continue,
+                },
+                Recipients::Many(v) => {
+                    let seats: Vec<Seat> = v.iter().filter_map(keep).collect();
+                    if seats.is_empty() {
+                        continue;
+                    }
+                    Recipients::Many(seats)
+                }
+            };
+            out.push_back(Output { to, text: o.text });
+        }
+    }
+
+    /// Handles one message of a joined session.
+    pub fn handle(&mut self, now: u64, seat: Seat, msg: ClientMsg) {
+        match self.seats.get(seat as usize) {
+            Some(Some(Member::One { cell, slot, .. })) => {
+                let (c, slot) = (*cell, *slot);
+                self.cells[c].core.handle(now, slot, msg);
+                self.pump(c);
+            }
+            Some(Some(Member::Publisher { slots, .. })) => {
+                let slots = slots.clone();
+                if let ClientMsg::Publish { meta } = &msg {
+                    if meta.id.stream == self.stream {
+                        let q = self.recent.entry(meta.id.rendition).or_default();
+                        if q.back() != Some(meta) {
+                            if q.len() == REPLAY {
+                                q.pop_front();
+                            }
+                            q.push_back(meta.clone());
+                        }
+                    }
+                    for (c, slot) in slots.iter().enumerate() {
+                        if let Some(slot) = *slot {
+                            self.cells[c].core.handle(now, slot, msg.clone());
+                            self.pump(c);
+                        }
+                    }
+                } else if let Some(Some(slot)) = slots.first() {
+                    self.cells[0].core.handle(now, *slot, msg);
+                    self.pump(0);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Ends a session.
+    pub fn leave(&mut self, now: u64, seat: Seat) {
+        let Some(member) = self.seats.get_mut(seat as usize).and_then(Option::take) else {
+            return;
+        };
+        match member {
+            Member::One { id, cell, slot } => {
+                self.by_id.remove(&id);
+                self.cells[cell].members -= 1;
+                self.members -= 1;
+                self.unbind_leave(now, cell, slot);
+            }
+            Member::Publisher { req, slots } => {
+                self.by_id.remove(&req.peer_id);
+                for (c, slot) in slots.into_iter().enumerate() {
+                    if let Some(slot) = slot {
+                        self.unbind_leave(now, c, slot);
+                    }
+                }
+            }
+        }
+        self.free.push(seat);
+    }
+
+    /// The earliest deadline of any cell.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.cells
+            .iter()
+            .filter_map(|c| c.core.poll_timeout())
+            .min()
+    }
+
+    /// Lets every cell whose deadline has come act on it.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for c in 0..self.cells.len() {
+            if self.cells[c].core.poll_timeout().is_some_and(|d| d <= now) {
+                self.cells[c].core.handle_timeout(now);
+                self.pump(c);
+            }
+        }
+    }
+
+    /// What the cells counted, added up (a publish counts once, however
+    /// many cells it went to).
+    pub fn counters(&self) -> Cow<'_, Counters> {
+        if self.cells.len() == 1 && self.refused.is_empty() {
+            return Cow::Borrowed(self.cells[0].core.counters());
+        }
+        let mut sum = Counters::default();
+        for cell in &self.cells {
+            let c = cell.core.counters();
+            sum.joins += c.joins;
+            sum.leaves += c.leaves;
+            sum.published = sum.published.max(c.published);
+            sum.first_fetch_assigned += c.first_fetch_assigned;
+            sum.first_fetch_replaced += c.first_fetch_replaced;
+            sum.signals_relayed += c.signals_relayed;
+            sum.links_split += c.links_split;
+            sum.stripe_plans_sent += c.stripe_plans_sent;
+            sum.stripe_roots += c.stripe_roots;
+            for (k, n) in &c.reports {
+                *sum.reports.entry(k).or_default() += n;
+            }
+            for (k, n) in &c.refused {
+                *sum.refused.entry(k).or_default() += n;
+            }
+        }
+        for (k, n) in &self.refused {
+            *sum.refused.entry(k).or_default() += n;
+        }
+        Cow::Owned(sum)
+    }
+
+    /// The stream's picture, over all cells: counts and bytes added up,
+    /// each segment's holders and first fetchers added up and its spread
+    /// the slowest cell's, the startup median the median of the cells'.
+    pub fn stats(&self) -> StreamStats {
+        let per_cell: Vec<StreamStats> = self.cells.iter().map(|c| c.core.stats()).collect();
+        let mut all = match per_cell.len() {
+            0 => StreamStats {
+                stream: self.stream.to_string(),
+                ..StreamStats::default()
+            },
+            1 => per_cell[0].clone(),
+            _ => merge(&per_cell),
+        };
+        all.cells = per_cell.iter().map(|s| s.viewers + s.peers.relay).collect();
+        all
+    }
+}
+
+fn median(mut v: Vec<u64>) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_unstable();
+    Some(v[v.len() / 2])
+}
+
+/// The worst of the cells' spreads of one segment: `None` while a cell
+/// with viewers for it has not reached the share yet.
+fn slowest(a: Option<Option<u64>>, pop: u32, b: Option<u64>) -> Option<Option<u64>> {
+    if pop == 0 {
+        return a;
+    }
+    Some(match (a, b) {
+        (None, b) => b,
+        (Some(Some(x)), Some(y)) => Some(x.max(y)),
+        _ => None,
+    })
+}
+
+fn merge(cells: &[StreamStats]) -> StreamStats {
+    let mut m = StreamStats {
+        stream: cells[0].stream.clone(),
+        ..StreamStats::default()
+    };
+    // Per segment (in the cells' order): the sums, and each share's spread
+    // (the slowest so far).
+    type Spreads = [Option<Option<u64>>; 3];
+    let mut segs: Vec<(SegmentStats, Spreads)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for s in cells {
+        m.viewers += s.viewers;
+        m.peers.native += s.peers.native;
+        m.peers.browser += s.peers.browser;
+        m.peers.relay += s.peers.relay;
+        m.peers.publisher = m.peers.publisher.max(s.peers.publisher);
+        m.http_bytes += s.http_bytes;
+        m.p2p_bytes += s.p2p_bytes;
+        m.uploaded_bytes += s.uploaded_bytes;
+        m.stalls += s.stalls;
+        m.stall_ms += s.stall_ms;
+        m.published = m.published.max(s.published);
+        m.first_fetch_assigned += s.first_fetch_assigned;
+        m.first_fetch_replaced += s.first_fetch_replaced;
+        for seg in &s.segments {
+            let i = *index.entry(seg.id.clone()).or_insert_with(|| {
+                segs.push((
+                    SegmentStats {
+                        id: seg.id.clone(),
+                        size: seg.size,
+                        holders: 0,
+                        population: 0,
+                        first_fetchers: 0,
+                        spread_50_ms: None,
+                        spread_95_ms: None,
+                        spread_100_ms: None,
+                    },
+                    [None; 3],
+                ));
+                segs.len() - 1
+            });
+            let (sum, spreads) = &mut segs[i];
+            sum.size = sum.size.or(seg.size);
+            sum.holders += seg.holders;
+            sum.population += seg.population;
+            sum.first_fetchers += seg.first_fetchers;
+            let p = seg.population;
+            spreads[0] = slowest(spreads[0], p, seg.spread_50_ms);
+            spreads[1] = slowest(spreads[1], p, seg.spread_95_ms);
+            spreads[2] = slowest(spreads[2], p, seg.spread_100_ms);
+        }
+    }
+    m.segments = segs
+        .into_iter()
+        .map(|(mut s, [a, b, c])| {
+            s.spread_50_ms = a.flatten();
+            s.spread_95_ms = b.flatten();
+            s.spread_100_ms = c.flatten();
+            s
+        })
+        .collect();
+    let media = m.http_bytes + m.p2p_bytes;
+    m.offload = if media == 0 {
+        0.0
+    } else {
+        m.p2p_bytes as f64 / media as f64
+    };
+    m.startup_ms_p50 = median(cells.iter().filter_map(|s| s.startup_ms_p50).collect());
+    m.spread_50_ms_median = median(m.segments.iter().filter_map(|s| s.spread_50_ms).collect());
+    m.spread_95_ms_median = median(m.segments.iter().filter_map(|s| s.spread_95_ms).collect());
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use swarmcast_proto::tracker::{ServerMsg, Signal};
+    use swarmcast_proto::{SegmentId, Sha256Digest};
+
+    fn sid() -> StreamId {
+        StreamId::new("s").unwrap()
+    }
+
+    fn meta(seq: u64) -> SegmentMeta {
+        SegmentMeta {
+            id: SegmentId::new(sid(), RenditionId::new("360p").unwrap(), seq),
+            size: 1000,
+            sha256: Sha256Digest::of(&seq.to_be_bytes()),
+            duration_ms: 2000,
+            published_at_ms: 0,
+            blocks: None,
+        }
+    }
+
+    fn req(id: &str, kind: ClientKind) -> JoinRequest {
+        JoinRequest {
+            peer_id: PeerId::new(id).unwrap(),
+            kind,
+            region: None,
+            upload_kbps: 5000,
+        }
+    }
+
+    /// Whole-segment first fetchers (no stripes), one per mesh.
+    fn cells(cell_viewers: usize) -> Cells {
+        let cfg = SwarmConfig {
+            stripes: 0,
+            min_first_fetchers: 1,
+            ..SwarmConfig::default()
+        };
+        Cells::new(sid(), cfg, cell_viewers, 7)
+    }
+
+    fn drain(c: &mut Cells) -> Vec<(Seat, ServerMsg)> {
+        let mut v = Vec::new();
+        while let Some(o) = c.poll_output() {
+            let m = ServerMsg::decode(std::str::from_utf8(&o.text).unwrap()).unwrap();
+            match o.to {
+                Recipients::One(s) => v.push((s, m)),
+                Recipients::Many(ss) => v.extend(ss.into_iter().map(|s| (s, m.clone()))),
+            }
+        }
+        v
+    }
+
+    fn fetchers(out: &[(Seat, ServerMsg)]) -> Vec<Seat> {
+        out.iter()
+            .filter(|(_, m)| matches!(m, ServerMsg::Fetch { .. }))
+            .map(|(s, _)| *s)
+            .collect()
+    }
+
+    /// Ids of the peers introduced to each seat.
+    fn introduced(out: &[(Seat, ServerMsg)]) -> HashMap<Seat, Vec<String>> {
+        let mut m: HashMap<Seat, Vec<String>> = HashMap::new();
+        for (s, msg) in out {
+            if let ServerMsg::Peers { peers } = msg {
+                m.entry(*s)
+                    .or_default()
+                    .extend(peers.iter().map(|p| p.peer_id.to_string()));
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn a_large_audience_is_split_and_each_cell_seeded_on_its_own() {
+        let mut c = cells(3);
+        let origin = c.join(0, req("origin", ClientKind::Publisher)).unwrap();
+        let mut cell_of = HashMap::new();
+        let mut seats = Vec::new();
+        for i in 0..7 {
+            let s = c
+                .join(1, req(&format!("v{i}"), ClientKind::Native))
+                .unwrap();
+            // Least-populated with room: 3, 3, then the seventh alone.
+            cell_of.insert(format!("v{i}"), i / 3);
+            seats.push(s);
+        }
+        let out = drain(&mut c);
+        assert_eq!(c.cell_count(), 3);
+        let welcomes = out
+            .iter()
+            .filter(|(s, m)| *s == origin && matches!(m, ServerMsg::Welcome { .. }))
+            .count();
+        assert_eq!(welcomes, 1, "the publisher hears from one cell");
+        // Peers meet only peers of their own cell.
+        let intro = introduced(&out);
+        for (i, &s) in seats.iter().enumerate() {
+            for id in intro.get(&s).into_iter().flatten() {
+                assert_eq!(cell_of[id], i / 3, "v{i} was introduced to {id}");
+            }
+        }
+        assert_eq!(intro[&seats[0]].len(), 2, "{intro:?}");
+        // One publish: one first fetcher per cell, the others told.
+        c.handle(2, origin, ClientMsg::Publish { meta: meta(0) });
+        let out = drain(&mut c);
+        let f = fetchers(&out);
+        let mut f_cells: Vec<usize> = f
+            .iter()
+            .map(|s| seats.iter().position(|x| x == s).unwrap() / 3)
+            .collect();
+        f_cells.sort_unstable();
+        assert_eq!(f_cells, vec![0, 1, 2], "{f:?}");
+        for &s in &seats {
+            assert!(out.iter().any(|(to, m)| *to == s
+                && matches!(m, ServerMsg::Fetch { meta: x } | ServerMsg::Segment { meta: x } if *x == meta(0))));
+        }
+        let st = c.stats();
+        assert_eq!((st.viewers, st.peers.publisher), (7, 1));
+        assert_eq!(st.cells, vec![3, 3, 1]);
+        assert_eq!(st.published, 1);
+        assert_eq!(st.first_fetch_assigned, 3);
+        assert_eq!(st.segments.len(), 1);
+        assert_eq!(st.segments[0].population, 7);
+        assert_eq!(st.segments[0].first_fetchers, 3);
+        assert_eq!(c.counters().published, 1);
+        // A signal to a peer of another cell does not get there.
+        c.handle(
+            3,
+            seats[0],
+            ClientMsg::Signal {
+                to: PeerId::new("v3").unwrap(),
+                signal: Signal::Offer { sdp: "x".into() },
+            },
+        );
+        let out = drain(&mut c);
+        assert!(
+            matches!(&out[..], [(s, ServerMsg::Error { code: ErrorCode::UnknownPeer, .. })] if *s == seats[0]),
+            "{out:?}"
+        );
+        // Within a cell it does.
+        c.handle(
+            3,
+            seats[0],
+            ClientMsg::Signal {
+                to: PeerId::new("v1").unwrap(),
+                signal: Signal::Offer { sdp: "x".into() },
+            },
+        );
+        let out = drain(&mut c);
+        assert!(matches!(&out[..], [(s, ServerMsg::Signal { .. })] if *s == seats[1]));
+    }
+
+    #[test]
+    fn a_cell_opened_later_gets_the_live_edge_and_its_own_first_fetcher() {
+        let mut c = cells(2);
+        let origin = c.join(0, req("origin", ClientKind::Publisher)).unwrap();
+        let a = c.join(0, req("a", ClientKind::Native)).unwrap();
+        c.join(0, req("b", ClientKind::Native)).unwrap();
+        for seq in 0..12 {
+            c.handle(seq, origin, ClientMsg::Publish { meta: meta(seq) });
+        }
+        drain(&mut c);
+        let late = c.join(20, req("late", ClientKind::Browser)).unwrap();
+        assert_eq!(c.cell_count(), 2);
+        let out = drain(&mut c);
+        // The newest records, as in any swarm, from the replayed publishes
+        // (only the last REPLAY were kept).
+        let edge: Vec<u64> = out
+            .iter()
+            .filter_map(|(s, m)| match m {
+                ServerMsg::Segment { meta } if *s == late => Some(meta.id.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(edge, vec![11, 10, 9], "{out:?}");
+        // Nobody is asked to fetch a replayed segment, and the publisher
+        // hears nothing of the new cell.
+        assert!(fetchers(&out).is_empty(), "{out:?}");
+        assert!(out.iter().all(|(s, _)| *s != origin), "{out:?}");
+        // The next publish seeds both cells.
+        c.handle(21, origin, ClientMsg::Publish { meta: meta(12) });
+        let f = fetchers(&drain(&mut c));
+        assert_eq!(f.len(), 2, "{f:?}");
+        assert!(f.contains(&late), "{f:?}");
+        assert!(f.iter().any(|&s| s != late && s <= a + 1));
+        // A republish of the same record changes nothing.
+        c.handle(22, origin, ClientMsg::Publish { meta: meta(12) });
+        assert!(fetchers(&drain(&mut c)).is_empty());
+        assert_eq!(c.stats().published, 13);
+    }
+
+    #[test]
+    fn joiners_refill_the_emptiest_cell_ids_are_unique_and_the_cap_counts_every_cell() {
+        let mut c = Cells::new(
+            sid(),
+            SwarmConfig {
+                max_peers: 5,
+                ..SwarmConfig::default()
+            },
+            2,
+            1,
+        );
+        let origin = c.join(0, req("origin", ClientKind::Publisher)).unwrap();
+        let a = c.join(0, req("a", ClientKind::Native)).unwrap();
+        let _b = c.join(0, req("b", ClientKind::Native)).unwrap();
+        let _x = c.join(0, req("x", ClientKind::Relay)).unwrap();
+        let _d = c.join(0, req("d", ClientKind::Native)).unwrap();
+        assert_eq!(c.stats().cells, vec![2, 2]);
+        // "x" lives in cell 1: cell 0 cannot take another "x".
+        c.leave(1, a);
+        assert_eq!(c.stats().cells, vec![1, 2]);
+        assert_eq!(
+            c.join(1, req("x", ClientKind::Native)),
+            Err(ErrorCode::PeerIdTaken)
+        );
+        let e = c.join(1, req("e", ClientKind::Native)).unwrap();
+        assert_eq!(c.stats().cells, vec![2, 2], "e refills cell 0");
+        let f = c.join(1, req("f", ClientKind::Native)).unwrap();
+        assert_eq!(c.stats().cells, vec![2, 2, 1]);
+        // Five viewers and relays: the stream is full, whatever the cells.
+        assert_eq!(
+            c.join(1, req("g", ClientKind::Native)),
+            Err(ErrorCode::Overloaded)
+        );
+        let refused = c.counters().refused.clone();
+        assert_eq!(refused.get("peer_id_taken"), Some(&1), "{refused:?}");
+        assert_eq!(refused.get("overloaded"), Some(&1), "{refused:?}");
+        // The publisher leaves every cell; seats are reused.
+        drain(&mut c);
+        c.leave(2, origin);
+        assert_eq!(c.stats().peers.publisher, 0);
+        assert_eq!(c.len(), 5);
+        c.leave(2, e);
+        c.leave(2, f);
+        let again = c.join(3, req("origin2", ClientKind::Publisher)).unwrap();
+        assert!([origin, e, f].contains(&again));
+        assert_eq!(c.stats().peers.publisher, 1);
+        c.handle(4, again, ClientMsg::Publish { meta: meta(0) });
+        let f = fetchers(&drain(&mut c));
+        // Cells 0 and 1 have viewers (cell 2 lost its only one).
+        assert_eq!(f.len(), 2, "{f:?}");
+    }
+
+    #[test]
+    fn without_cell_viewers_one_cell_takes_everyone() {
+        let mut c = cells(0);
+        let origin = c.join(0, req("origin", ClientKind::Publisher)).unwrap();
+        for i in 0..40 {
+            c.join(0, req(&format!("v{i}"), ClientKind::Native))
+                .unwrap();
+        }
+        assert_eq!(c.cell_count(), 1);
+        assert!(matches!(c.counters(), Cow::Borrowed(_)));
+        drain(&mut c);
+        c.handle(1, origin, ClientMsg::Publish { meta: meta(0) });
+        assert_eq!(fetchers(&drain(&mut c)).len(), 1);
+        assert_eq!(c.stats().cells, vec![40]);
+    }
+
+    #[test]
+    fn merged_spreads_are_the_slowest_cells() {
+        assert_eq!(slowest(None, 3, Some(5)), Some(Some(5)));
+        assert_eq!(slowest(Some(Some(5)), 3, Some(9)), Some(Some(9)));
+        assert_eq!(slowest(Some(Some(5)), 3, None), Some(None));
+        assert_eq!(slowest(Some(None), 3, Some(1)), Some(None));
+        // A cell without viewers for the segment has no say.
+        assert_eq!(slowest(Some(Some(5)), 0, None), Some(Some(5)));
+    }
+}
