@@ -206,6 +206,54 @@ fn edge_peers_in_namespaces_of_their_own_relay_over_shaped_links() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Cells: six edge peers with the tracker's `--cell-viewers 2` make three
+/// meshes, each seeded over HTTP by its own first fetcher: the origin sends
+/// about one copy of each segment per cell (not one per viewer, not one in
+/// all), and the viewers still get most bytes from peers of their cell.
+#[test]
+fn a_stream_split_into_cells_costs_the_origin_about_one_copy_per_cell() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("swarmcast-load-cells-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let mut cmd = Command::new(bin("swarmcast-load"));
+    cmd.args([
+        "live",
+        "--viewers",
+        "6",
+        "--duration",
+        "40",
+        "--warmup",
+        "10",
+        "--renditions",
+        "360p",
+        "--mode",
+        "swarm",
+        "--tracker-arg=--cell-viewers=2",
+        "--tracker-arg=--stripes=0",
+        "--tracker-arg=--min-first-fetchers=1",
+        "--json",
+    ])
+    .arg(&json);
+    let ev = &run_live(cmd, &json);
+    let cells: Vec<u64> = ev["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_u64().unwrap())
+        .collect();
+    assert_eq!(cells, vec![2, 2, 2]);
+    let copies = ev["origin_copies_per_segment"].as_f64().unwrap();
+    assert!(
+        (2.4..=4.5).contains(&copies),
+        "{copies} origin copies per segment for 3 cells of 2 viewers"
+    );
+    let offload = ev["offload"].as_f64().unwrap();
+    assert!(offload > 0.25, "offload {offload}");
+    assert_eq!(field(ev, "hash_failures"), 0);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `swarmcast-load webtorrent` against a real tracker's WebTorrent
 /// endpoint: every offer it sends is relayed, answered and matched, and the
 /// tracker's own counters agree with the generator's.

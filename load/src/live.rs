@@ -361,6 +361,9 @@ pub struct EventReport {
     pub origin_egress_bytes: u64,
     /// Origin egress per published segment, in copies.
     pub origin_copies_per_segment: f64,
+    /// Viewers and relays in each of the stream's cells at the end (the
+    /// tracker's `--cell-viewers`; one entry when the stream is not split).
+    pub cells: Vec<u32>,
     /// P2P share of the bytes viewers received (viewers' own reports).
     pub offload: f64,
     /// Bytes viewers received over HTTP and from peers.
@@ -688,6 +691,7 @@ pub async fn run_event(
         } else {
             0.0
         },
+        cells: fs.cells.clone(),
         offload: fs.offload,
         http_bytes: fs.http_bytes,
         p2p_bytes: fs.p2p_bytes,

@@ -33,7 +33,7 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use swarmcast_proto::tracker::{ClientKind, ClientMsg, ErrorCode};
-use swarmcast_proto::{PeerId, RenditionId, SegmentMeta, StreamId};
+use swarmcast_proto::{RenditionId, SegmentMeta, StreamId};
 
 use crate::stats::{SegmentStats, StreamStats};
 use crate::swarm::{Counters, JoinRequest, Output, Recipients, Slot, Swarm, SwarmConfig};
@@ -58,7 +58,7 @@ struct Cell {
 #[derive(Debug)]
 enum Member {
     /// A viewer or relay: one slot in one cell.
-    One { id: PeerId, cell: usize, slot: Slot },
+    One { cell: usize, slot: Slot },
     /// A publisher: a slot in every cell (by cell index; `None` where the
     /// cell refused it).
     Publisher {
@@ -77,9 +77,9 @@ pub struct Cells {
     cells: Vec<Cell>,
     seats: Vec<Option<Member>>,
     free: Vec<Seat>,
-    by_id: HashMap<PeerId, Seat>,
     /// Viewers and relays in all cells.
     members: usize,
+    publishers: usize,
     /// The last publishes of each rendition, oldest first.
     recent: BTreeMap<RenditionId, VecDeque<SegmentMeta>>,
     out: VecDeque<Output>,
@@ -99,8 +99,8 @@ impl Cells {
             cells: Vec::new(),
             seats: Vec::new(),
             free: Vec::new(),
-            by_id: HashMap::new(),
             members: 0,
+            publishers: 0,
             recent: BTreeMap::new(),
             out: VecDeque::new(),
             refused: BTreeMap::new(),
@@ -109,12 +109,12 @@ impl Cells {
 
     /// Sessions in the stream (a publisher counts once).
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.members + self.publishers
     }
 
     /// No session.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.len() == 0
     }
 
     /// Cells open.
@@ -135,7 +135,14 @@ impl Cells {
     /// Admits an authenticated session into a cell (every cell, for a
     /// publisher).
     pub fn join(&mut self, now: u64, req: JoinRequest) -> Result<Seat, ErrorCode> {
-        if self.by_id.contains_key(&req.peer_id) {
+        // Ids are unique in the stream: each core checks its own cell (a
+        // single cell's core refuses, and counts, a taken id itself).
+        if self.cells.len() > 1
+            && self
+                .cells
+                .iter()
+                .any(|c| c.core.slot_of(&req.peer_id).is_some())
+        {
             return Err(self.refuse(ErrorCode::PeerIdTaken));
         }
         let publisher = req.kind == ClientKind::Publisher;
@@ -171,13 +178,12 @@ impl Cells {
             Member::Publisher { req, slots }
         } else {
             let c = self.cell_for_joiner(now);
-            let id = req.peer_id.clone();
             match self.cells[c].core.join(now, req) {
                 Ok(slot) => {
                     self.bind(c, slot, seat);
                     self.cells[c].members += 1;
                     self.members += 1;
-                    Member::One { id, cell: c, slot }
+                    Member::One { cell: c, slot }
                 }
                 Err(e) => {
                     self.pump(c);
@@ -186,11 +192,9 @@ impl Cells {
                 }
             }
         };
-        let id = match &member {
-            Member::One { id, .. } => id.clone(),
-            Member::Publisher { req, .. } => req.peer_id.clone(),
-        };
-        self.by_id.insert(id, seat);
+        if publisher {
+            self.publishers += 1;
+        }
         self.seats[seat as usize] = Some(member);
         for c in 0..self.cells.len() {
             self.pump(c);
@@ -286,29 +290,36 @@ impl Cells {
             cells, seats, out, ..
         } = self;
         let cell = &mut cells[c];
-        while let Some(o) = cell.core.poll_output() {
-            let keep = |slot: &Slot| -> Option<Seat> {
-                let seat = *cell.seat_of.get(*slot as usize)?;
+        while let Some(mut o) = cell.core.poll_output() {
+            // The slot's seat, or NO_SEAT when it is not to hear this.
+            let seat = |slot: Slot| -> Seat {
+                let seat = cell.seat_of.get(slot as usize).copied().unwrap_or(NO_SEAT);
                 let publisher = matches!(
                     seats.get(seat as usize),
                     Some(Some(Member::Publisher { .. }))
                 );
-                (seat != NO_SEAT && (c == 0 || !publisher)).then_some(seat)
+                if c == 0 || !publisher { seat } else { NO_SEAT }
             };
-            let to = match &o.to {
-                Recipients::One(s) => match keep(s) {
-                    Some(seat) => Recipients::One(seat),
-                    None => continue,
-                },
-                Recipients::Many(v) => {
-                    let seats: Vec<Seat> = v.iter().filter_map(keep).collect();
-                    if seats.is_empty() {
+            match &mut o.to {
+                Recipients::One(s) => {
+                    *s = seat(*s);
+                    if *s == NO_SEAT {
                         continue;
                     }
-                    Recipients::Many(seats)
                 }
-            };
-            out.push_back(Output { to, text: o.text });
+                // Rewritten in place: a publish's `segment` goes to every
+                // member of the cell.
+                Recipients::Many(v) => {
+                    for s in v.iter_mut() {
+                        *s = seat(*s);
+                    }
+                    v.retain(|&s| s != NO_SEAT);
+                    if v.is_empty() {
+                        continue;
+                    }
+                }
+            }
+            out.push_back(o);
         }
     }
 
@@ -353,14 +364,13 @@ impl Cells {
             return;
         };
         match member {
-            Member::One { id, cell, slot } => {
-                self.by_id.remove(&id);
+            Member::One { cell, slot } => {
                 self.cells[cell].members -= 1;
                 self.members -= 1;
                 self.unbind_leave(now, cell, slot);
             }
-            Member::Publisher { req, slots } => {
-                self.by_id.remove(&req.peer_id);
+            Member::Publisher { slots, .. } => {
+                self.publishers -= 1;
                 for (c, slot) in slots.into_iter().enumerate() {
                     if let Some(slot) = slot {
                         self.unbind_leave(now, c, slot);
@@ -537,7 +547,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use swarmcast_proto::tracker::{ServerMsg, Signal};
-    use swarmcast_proto::{SegmentId, Sha256Digest};
+    use swarmcast_proto::{PeerId, SegmentId, Sha256Digest};
 
     fn sid() -> StreamId {
         StreamId::new("s").unwrap()

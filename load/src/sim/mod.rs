@@ -38,7 +38,8 @@ use swarmcast_proto::{
     BlockHashes, PeerId, RenditionId, SegmentId, SegmentMeta, Sha256Digest, StreamId,
 };
 use swarmcast_swarm_core::{Action, Core, CoreConfig};
-use swarmcast_tracker::swarm::{JoinRequest, Recipients, Slot, Swarm, SwarmConfig};
+use swarmcast_tracker::cells::Cells;
+use swarmcast_tracker::swarm::{JoinRequest, Recipients, Slot, SwarmConfig};
 
 pub use scenario::{Policy, Scenario};
 
@@ -405,7 +406,7 @@ struct Sim {
     viewers: Vec<Viewer>,
     by_id: BTreeMap<PeerId, usize>,
     by_slot: BTreeMap<Slot, usize>,
-    tracker: Swarm,
+    tracker: Cells,
     publisher: Slot,
     rendition: RenditionId,
     stream: StreamId,
@@ -1229,10 +1230,11 @@ fn schedule_audience(sc: &Scenario, mut join: impl FnMut(Ms)) {
     }
 }
 
-/// The real tracker swarm of a run, with the origin joined as publisher
-/// (the simulator's clock stands in for its timers: no pings, no idle
-/// timeout, no signal limits).
-fn tracker(sc: &Scenario, policy: Policy, seed: u64) -> (Swarm, Slot) {
+/// The real tracker swarm of a run (its cells, with the scenario's
+/// `cell_viewers`), with the origin joined as publisher (the simulator's
+/// clock stands in for its timers: no pings, no idle timeout, no signal
+/// limits). Slots here are the cells' seats.
+fn tracker(sc: &Scenario, policy: Policy, seed: u64) -> (Cells, Slot) {
     let cfg = SwarmConfig {
         max_peers: sc.viewers * 2 + 16,
         neighbours: sc.tracker.neighbours,
@@ -1263,7 +1265,7 @@ fn tracker(sc: &Scenario, policy: Policy, seed: u64) -> (Swarm, Slot) {
         ..SwarmConfig::default()
     };
     let stream = StreamId::new("sim").expect("a valid id");
-    let mut tracker = Swarm::new(stream, cfg, seed);
+    let mut tracker = Cells::new(stream, cfg, sc.tracker.cell_viewers, seed);
     let publisher = tracker
         .join(
             0,
@@ -1502,6 +1504,10 @@ pub struct SimArgs {
     /// Overrides the scenario's length, seconds.
     #[arg(long)]
     pub duration: Option<u64>,
+    /// Overrides the scenario's `tracker.cell_viewers` (most viewers per
+    /// cell; 0: one mesh).
+    #[arg(long)]
+    pub cell_viewers: Option<usize>,
     /// Policies to simulate: the plan, then its baselines (random mesh,
     /// HTTP only) unless one is named.
     #[arg(long, value_enum)]
@@ -1545,6 +1551,9 @@ pub fn run_cli(args: &SimArgs) -> Result<SimReport, crate::LoadError> {
     }
     if let Some(d) = args.duration {
         sc.duration_s = d.max(1);
+    }
+    if let Some(c) = args.cell_viewers {
+        sc.tracker.cell_viewers = c;
     }
     if args.model == Model::Stripe {
         // Each leave brings a new session; twice that for the draw's spread.

@@ -240,8 +240,11 @@ pub enum Policy {
 pub struct TrackerSpec {
     /// Neighbours per viewer.
     pub neighbours: u16,
-    /// Viewers per first fetcher.
+    /// Viewers per first fetcher (the tracker's `--viewers-per-fetcher`).
     pub cell_size: u32,
+    /// Most viewers per cell (the tracker's `--cell-viewers`; 0: the
+    /// audience is one mesh).
+    pub cell_viewers: usize,
     /// Fewest first fetchers per segment.
     pub min_first_fetchers: u32,
     /// Most first fetchers per segment (the coverage feedback's ceiling;
@@ -266,6 +269,7 @@ impl Default for TrackerSpec {
         Self {
             neighbours: 8,
             cell_size: 300,
+            cell_viewers: 0,
             min_first_fetchers: 1,
             max_first_fetchers: 20_000,
             spread_budget_ms: 3000,

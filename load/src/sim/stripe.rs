@@ -50,7 +50,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng as _, SeedableRng as _};
 use swarmcast_proto::tracker::{ClientKind, ClientMsg, SegmentRef, ServerMsg, StripeSource};
 use swarmcast_proto::{PeerId, RenditionId, StreamId};
-use swarmcast_tracker::swarm::{JoinRequest, Recipients, Slot, Swarm};
+use swarmcast_tracker::cells::Cells;
+use swarmcast_tracker::swarm::{JoinRequest, Recipients, Slot};
 
 use super::{
     Drawn, LINK_FAIL_MS, Model, Ms, Outcome, Playback, Policy, Report, Scenario, SegInfo, Windows,
@@ -604,7 +605,7 @@ struct Sim<'a> {
     by_id: HashMap<PeerId, u32>,
     /// The viewer in each tracker slot (`u32::MAX`: none).
     by_slot: Vec<u32>,
-    tracker: Swarm,
+    tracker: Cells,
     publisher: Slot,
     rendition: RenditionId,
     stream: StreamId,

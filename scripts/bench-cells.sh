@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Cells (the tracker's --cell-viewers): origin egress against cell size,
+# each row beside the same audience as one mesh, in the same run
+# (docs/benchmarks/cells.md).
+#
+# 1. Live: swarmcast-load live with real edge peers on loopback (WebRTC,
+#    no stripes, one first fetcher per mesh): VIEWERS edges as one mesh,
+#    then in cells of CELL. Figures: origin copies per segment, offload,
+#    stalls, the cells the tracker reports.
+# 2. Simulator, stripe model (the tracker's real Cells and Swarm code):
+#    SIM_VIEWERS viewers with uplinks 1.5x the bitrate, one mesh and cells
+#    of each size in SIM_CELLS.
+# 3. Simulator, core model (every viewer's swarm core): CORE_VIEWERS
+#    viewers, one mesh and cells of each size in CORE_CELLS.
+#
+#   scripts/bench-cells.sh
+#   VIEWERS=12 CELL=4 SECS=60 SIM_VIEWERS=100000 scripts/bench-cells.sh
+#   SKIP_LIVE=1 scripts/bench-cells.sh
+#
+# Every process is started by swarmcast-load, which stops them by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VIEWERS=${VIEWERS:-12}
+CELL=${CELL:-4}
+SECS=${SECS:-60}
+SIM_VIEWERS=${SIM_VIEWERS:-10000}
+SIM_SECS=${SIM_SECS:-120}
+SIM_CELLS=${SIM_CELLS:-"5000 2000 1000 500"}
+CORE_VIEWERS=${CORE_VIEWERS:-1000}
+CORE_SECS=${CORE_SECS:-120}
+CORE_CELLS=${CORE_CELLS:-"250 100"}
+
+cargo build --release --locked -q -p swarmcast-load -p swarmcast-tracker -p swarmcast-origin -p swarmcast-edge
+LOAD=target/release/swarmcast-load
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+row() { # label json [event]
+  python3 - "$1" "$2" "${3:-}" <<'EOF'
+import json, sys
+label, path, event = sys.argv[1], sys.argv[2], sys.argv[3]
+d = json.load(open(path))
+if event:
+    e = d["events"][0]
+    print(f"{label:<28} copies/segment {e['origin_copies_per_segment']:7.2f}  offload {e['offload']*100:6.2f} %  "
+          f"stalls {e['stalls']}  cells {e['cells']}")
+else:
+    print(f"{label:<28} copies/segment {d['origin_copies_per_segment']:8.2f}  offload {d['offload']*100:6.2f} %  "
+          f"rebuffering {d['rebuffering_ratio']*100:.4f} %  wall {d['wall_s']:.1f} s")
+EOF
+}
+
+if [ -z "${SKIP_LIVE:-}" ]; then
+  echo "== live: $VIEWERS edge peers, ${SECS} s measured, no stripes"
+  for c in 0 "$CELL"; do
+    "$LOAD" live --viewers "$VIEWERS" --duration "$SECS" --warmup 10 --renditions 360p \
+      --mode swarm --tracker-arg=--stripes=0 --tracker-arg=--min-first-fetchers=1 \
+      --tracker-arg=--cell-viewers="$c" --json "$OUT/live-$c.json" >/dev/null 2>"$OUT/live-$c.err" ||
+      { cat "$OUT/live-$c.err"; exit 1; }
+    if [ "$c" = 0 ]; then label="one mesh"; else label="cells of $c"; fi
+    row "$label" "$OUT/live-$c.json" event
+  done
+fi
+
+echo "== simulator, stripe model: $SIM_VIEWERS viewers x ${SIM_SECS} s, uplinks 1.5x"
+for c in 0 $SIM_CELLS; do
+  "$LOAD" sim --scenario scenarios/upload-1.5x.toml --viewers "$SIM_VIEWERS" --duration "$SIM_SECS" \
+    --model stripe --policy plan --cell-viewers "$c" --json "$OUT/s-$c.json" >/dev/null 2>&1
+  if [ "$c" = 0 ]; then label="one mesh"; else label="cells of $c"; fi
+  row "$label" "$OUT/s-$c.json"
+done
+
+echo "== simulator, core model: $CORE_VIEWERS viewers x ${CORE_SECS} s, uplinks 1.5x"
+for c in 0 $CORE_CELLS; do
+  "$LOAD" sim --scenario scenarios/upload-1.5x.toml --viewers "$CORE_VIEWERS" --duration "$CORE_SECS" \
+    --model core --policy plan --cell-viewers "$c" --json "$OUT/c-$c.json" >/dev/null 2>&1
+  if [ "$c" = 0 ]; then label="one mesh"; else label="cells of $c"; fi
+  row "$label" "$OUT/c-$c.json"
+done
