@@ -15,7 +15,7 @@
 #
 #   scripts/bench-cells.sh
 #   VIEWERS=12 CELL=4 SECS=60 SIM_VIEWERS=100000 scripts/bench-cells.sh
-#   SKIP_LIVE=1 scripts/bench-cells.sh
+#   SKIP_LIVE=1 SKIP_CORE=1 SIM_VIEWERS=100000 SIM_CELLS="20000 10000" scripts/bench-cells.sh
 #
 # Every process is started by swarmcast-load, which stops them by PID.
 set -euo pipefail
@@ -47,7 +47,8 @@ if event:
           f"stalls {e['stalls']}  cells {e['cells']}")
 else:
     print(f"{label:<28} copies/segment {d['origin_copies_per_segment']:8.2f}  offload {d['offload']*100:6.2f} %  "
-          f"rebuffering {d['rebuffering_ratio']*100:.4f} %  wall {d['wall_s']:.1f} s")
+          f"rebuffering {d['rebuffering_ratio']*100:.4f} %  spread to 95 % p50 {d['spread_time_ms']['p50_of_95']:.0f} ms  "
+          f"wall {d['wall_s']:.1f} s")
 EOF
 }
 
@@ -71,6 +72,7 @@ for c in 0 $SIM_CELLS; do
   row "$label" "$OUT/s-$c.json"
 done
 
+[ -n "${SKIP_CORE:-}" ] && exit 0
 echo "== simulator, core model: $CORE_VIEWERS viewers x ${CORE_SECS} s, uplinks 1.5x"
 for c in 0 $CORE_CELLS; do
   "$LOAD" sim --scenario scenarios/upload-1.5x.toml --viewers "$CORE_VIEWERS" --duration "$CORE_SECS" \

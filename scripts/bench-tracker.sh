@@ -5,6 +5,7 @@
 #
 #   scripts/bench-tracker.sh                 # 10,000 peers, 3 rounds
 #   PEERS=2000 ROUNDS=1 scripts/bench-tracker.sh
+#   TRACKER_ARGS="--cell-viewers 1000" scripts/bench-tracker.sh   # extra tracker flags
 #
 # Prints one JSON report per round (see swarmcast-load tracker --help) and a
 # summary line. Every process started here is stopped on exit.
@@ -25,14 +26,14 @@ tracker_pid=""
 cleanup() { [ -n "$tracker_pid" ] && kill "$tracker_pid" 2>/dev/null || true; }
 trap cleanup EXIT
 
-echo "# $(date -u +%F) $(nproc) cores, peers=$PEERS segments=$SEGMENTS saturation=${SATURATION}s"
+echo "# $(date -u +%F) $(nproc) cores, peers=$PEERS segments=$SEGMENTS saturation=${SATURATION}s tracker_args=${TRACKER_ARGS:-}"
 out=$(mktemp -d)
 for round in $(seq 1 "$ROUNDS"); do
   port=$((20000 + RANDOM % 20000))
   # Rate limits raised so the saturation phase measures the tracker, not
   # its per-session limits.
   taskset -c 0 target/release/swarmcast-tracker --listen "127.0.0.1:$port" --token-secret "$SECRET" \
-    --msgs-per-sec 100000 --msg-burst 200000 >"$out/tracker.out" 2>"$out/tracker.err" &
+    --msgs-per-sec 100000 --msg-burst 200000 ${TRACKER_ARGS:-} >"$out/tracker.out" 2>"$out/tracker.err" &
   tracker_pid=$!
   for _ in $(seq 50); do grep -q "listening on" "$out/tracker.out" 2>/dev/null && break; sleep 0.1; done
   timeout 600 taskset -c 1 target/release/swarmcast-load tracker --tracker "127.0.0.1:$port" \

@@ -1634,6 +1634,7 @@ mod tests {
                 .join("../scenarios/upload-1.5x.toml"),
             viewers: Some(viewers),
             duration: Some(duration),
+            cell_viewers: None,
             policy: Some(Policy::Plan),
             seed: 1,
             model: Model::Stripe,
@@ -1689,5 +1690,19 @@ mod tests {
         );
         assert_eq!(plan.stalls, 0);
         assert_eq!(plan.hash_failures, 0);
+        // The same audience in cells of 4 (whole segments, no stripes):
+        // three meshes, each seeded once.
+        let cells = Scenario::parse(
+            &format!("{text}[tracker]\ncell_viewers = 4\nstripes = 0\n"),
+            "n12-cells",
+        )
+        .unwrap();
+        let split = run(&cells, Policy::Plan, 1, |_| {});
+        assert!(
+            (split.origin_copies_per_segment - 3.0).abs() < 0.3,
+            "{}",
+            split.origin_copies_per_segment
+        );
+        assert_eq!(split.stalls, 0);
     }
 }
