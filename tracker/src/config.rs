@@ -179,6 +179,12 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_WT_MAX_SWARMS_PER_CONN", default_value_t = 32)]
     pub wt_max_swarms_per_conn: usize,
 
+    /// WebTorrent: swarms (info hashes) in all; an announce that would open
+    /// one more is refused (an empty swarm is removed at once; one with
+    /// peers takes a few hundred bytes).
+    #[arg(long, env = "SWARMCAST_WT_MAX_SWARMS", default_value_t = 1_000_000)]
+    pub wt_max_swarms: usize,
+
     /// WebTorrent: info hashes answered per scrape (a scrape without any is
     /// refused).
     #[arg(long, env = "SWARMCAST_WT_MAX_SCRAPE", default_value_t = 64)]
@@ -235,8 +241,10 @@ impl Config {
         if self.wt_max_message < 1024 || self.wt_max_message > 1 << 20 {
             return err("--wt-max-message must be between 1024 and 1048576");
         }
-        if self.wt_max_swarms_per_conn == 0 || self.wt_max_scrape == 0 {
-            return err("--wt-max-swarms-per-conn and --wt-max-scrape must be at least 1");
+        if self.wt_max_swarms_per_conn == 0 || self.wt_max_scrape == 0 || self.wt_max_swarms == 0 {
+            return err(
+                "--wt-max-swarms, --wt-max-swarms-per-conn and --wt-max-scrape must be at least 1",
+            );
         }
         if self.idle_timeout_ms <= self.ping_interval_ms {
             return err("--idle-timeout-ms must be longer than --ping-interval-ms");
@@ -291,6 +299,7 @@ impl Config {
         Ok(crate::webtorrent_server::WtLimits {
             max_message: self.wt_max_message,
             max_swarms_per_conn: self.wt_max_swarms_per_conn,
+            max_swarms: self.wt_max_swarms,
             max_scrape: self.wt_max_scrape,
             require_token: self.wt_require_token,
             allow,

@@ -475,7 +475,12 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
                         }
                         continue;
                     }
-                    Message::Close(_) => break "closed",
+                    Message::Close(_) => {
+                        // The reply tungstenite queued on reading it: the
+                        // client sees the closing handshake, not a reset.
+                        let _ = ws.flush().await;
+                        break "closed";
+                    }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
                 match bucket.admit() {

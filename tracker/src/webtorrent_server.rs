@@ -51,6 +51,8 @@ pub struct WtLimits {
     pub max_message: usize,
     /// Swarms one connection may be in at once.
     pub max_swarms_per_conn: usize,
+    /// Swarms in all (an announce that would open one more is refused).
+    pub max_swarms: usize,
     /// Info hashes answered per scrape.
     pub max_scrape: usize,
     /// Connections must carry `?token=` signed for stream `webtorrent`, role
@@ -61,7 +63,7 @@ pub struct WtLimits {
 }
 
 /// Refusal labels, the index of each counter in [`WtHub::refused`].
-const REASONS: [&str; 17] = [
+const REASONS: [&str; 18] = [
     "malformed",
     "no_action",
     "unknown_action",
@@ -74,6 +76,7 @@ const REASONS: [&str; 17] = [
     "flood",
     "not_allowed",
     "too_many_swarms",
+    "tracker_full",
     "peer_id_changed",
     "peer_id_taken",
     "swarm_full",
@@ -355,6 +358,14 @@ impl Session {
             {
                 return refuse(hub, "too_many_swarms", "too many swarms on one connection");
             }
+            // Checked before the entry is taken (the count may pass the cap
+            // by the announces racing on other threads, no more).
+            None if a.event != wt::Event::Stopped
+                && hub.swarms.len() >= hub.limits.max_swarms
+                && !hub.swarms.contains_key(&a.info_hash) =>
+            {
+                return refuse(hub, "tracker_full", "too many swarms on this tracker");
+            }
             _ => {}
         }
         hub.announces.fetch_add(1, Ordering::Relaxed);
@@ -469,7 +480,12 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: u64) {
                             Utf8Bytes::from(wt::failure(None, None, "frames must be UTF-8 JSON"))
                         }
                     },
-                    Message::Close(_) => break "closed",
+                    Message::Close(_) => {
+                        // The reply tungstenite queued on reading it: the
+                        // client sees the closing handshake, not a reset.
+                        let _ = ws.flush().await;
+                        break "closed";
+                    }
                     Message::Ping(_) | Message::Pong(_) => continue,
                 };
                 match bucket.admit() {

@@ -576,6 +576,26 @@ async fn a_closing_client_delivers_its_last_report_first() {
     let s = t.stats("bye").await;
     assert_eq!((s.uploaded_bytes, s.p2p_bytes, s.viewers), (8_000, 80, 0));
     shutdown.cancel();
+    // A client's close frame is answered with one (the closing handshake,
+    // not a reset), after everything sent before it was read.
+    let mut raw = Ws::join(&t, "bye", "raw", ClientKind::Native, None).await;
+    raw.send(&ClientMsg::Stats(swarmcast_proto::tracker::StatsReport {
+        p2p_bytes: 5,
+        ..Default::default()
+    }))
+    .await;
+    raw.ws.close(None).await.unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), raw.ws.next()).await {
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) => break,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no closing handshake: {other:?}"),
+        }
+    }
+    wait_until("the raw client's report", || async {
+        t.stats("bye").await.p2p_bytes == 85
+    })
+    .await;
 }
 
 #[tokio::test]

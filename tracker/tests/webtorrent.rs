@@ -324,6 +324,8 @@ async fn caps_on_offers_swarms_message_size_and_peer_ids() {
         "2",
         "--wt-max-message",
         "2048",
+        "--wt-max-swarms",
+        "2",
     ]);
     let mut a = t.connect("/announce").await;
     a.join(6, 1).await;
@@ -392,7 +394,30 @@ async fn caps_on_offers_swarms_message_size_and_peer_ids() {
         .send(json!({"action": "announce", "info_hash": ih(6), "peer_id": bin(3)}))
         .await;
     assert!(rest[1].reply().await.get("failure reason").is_none());
-    for reason in ["too_large", "too_many_swarms", "peer_id_taken"] {
+    // Two swarms on the tracker (a's 7 went with it): a third is refused,
+    // however few this connection is in.
+    let mut b = t.connect("/announce").await;
+    b.join(9, 30).await;
+    b.send(json!({"action": "announce", "info_hash": ih(10), "peer_id": bin(30)}))
+        .await;
+    let r = b.recv().await;
+    assert_eq!(byte_of(&r["info_hash"]), 10);
+    assert!(
+        r["failure reason"]
+            .as_str()
+            .unwrap()
+            .contains("too many swarms on this tracker"),
+        "{r}"
+    );
+    // A known swarm still takes newcomers.
+    let mut c = t.connect("/announce").await;
+    c.join(9, 31).await;
+    for reason in [
+        "too_large",
+        "too_many_swarms",
+        "tracker_full",
+        "peer_id_taken",
+    ] {
         let name = format!("swarmcast_tracker_wt_refused_total{{reason=\"{reason}\"}}");
         assert!(t.metric(&name).await >= 1.0, "{reason}");
     }
