@@ -64,19 +64,23 @@ if [ -z "${SKIP_LIVE:-}" ]; then
   done
 fi
 
+# sim MODEL VIEWERS SECS CELLS...: one row per cell size, one mesh first.
+sim() {
+  local model=$1 viewers=$2 secs=$3 c label
+  shift 3
+  for c in 0 "$@"; do
+    "$LOAD" sim --scenario scenarios/upload-1.5x.toml --viewers "$viewers" --duration "$secs" \
+      --model "$model" --policy plan --cell-viewers "$c" --json "$OUT/$model-$c.json" >/dev/null 2>&1
+    if [ "$c" = 0 ]; then label="one mesh"; else label="cells of $c"; fi
+    row "$label" "$OUT/$model-$c.json"
+  done
+}
+
 echo "== simulator, stripe model: $SIM_VIEWERS viewers x ${SIM_SECS} s, uplinks 1.5x"
-for c in 0 $SIM_CELLS; do
-  "$LOAD" sim --scenario scenarios/upload-1.5x.toml --viewers "$SIM_VIEWERS" --duration "$SIM_SECS" \
-    --model stripe --policy plan --cell-viewers "$c" --json "$OUT/s-$c.json" >/dev/null 2>&1
-  if [ "$c" = 0 ]; then label="one mesh"; else label="cells of $c"; fi
-  row "$label" "$OUT/s-$c.json"
-done
+# shellcheck disable=SC2086 # a list of sizes
+sim stripe "$SIM_VIEWERS" "$SIM_SECS" $SIM_CELLS
 
 [ -n "${SKIP_CORE:-}" ] && exit 0
 echo "== simulator, core model: $CORE_VIEWERS viewers x ${CORE_SECS} s, uplinks 1.5x"
-for c in 0 $CORE_CELLS; do
-  "$LOAD" sim --scenario scenarios/upload-1.5x.toml --viewers "$CORE_VIEWERS" --duration "$CORE_SECS" \
-    --model core --policy plan --cell-viewers "$c" --json "$OUT/c-$c.json" >/dev/null 2>&1
-  if [ "$c" = 0 ]; then label="one mesh"; else label="cells of $c"; fi
-  row "$label" "$OUT/c-$c.json"
-done
+# shellcheck disable=SC2086
+sim core "$CORE_VIEWERS" "$CORE_SECS" $CORE_CELLS

@@ -50,10 +50,12 @@ fn run_live(cmd: Command, json: &std::path::Path) -> Value {
     ev
 }
 
-#[test]
-fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("swarmcast-load-live-{}", std::process::id()));
+/// A `swarmcast-load live` event of 6 edge peers watching 360p with the
+/// swarm, `secs` measured after 10 s of warm-up, the tracker given
+/// `tracker_args`: its report's one event (the report written under a
+/// temporary directory named after `name`, removed after).
+fn six_viewers(name: &str, secs: &str, tracker_args: &[&str]) -> Value {
+    let dir = std::env::temp_dir().join(format!("swarmcast-load-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
     let mut cmd = Command::new(bin("swarmcast-load"));
@@ -62,18 +64,23 @@ fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
         "--viewers",
         "6",
         "--duration",
-        "60",
+        secs,
         "--warmup",
         "10",
-        "--renditions",
-        "360p",
-        "--mode",
-        "swarm",
-        "--tracker-arg=--min-first-fetchers=1",
-        "--json",
     ])
+    .args(["--renditions", "360p", "--mode", "swarm"])
+    .args(tracker_args.iter().map(|a| format!("--tracker-arg={a}")))
+    .arg("--json")
     .arg(&json);
-    let ev = &run_live(cmd, &json);
+    let ev = run_live(cmd, &json);
+    let _ = std::fs::remove_dir_all(&dir);
+    ev
+}
+
+#[test]
+fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let ev = &six_viewers("live", "60", &["--min-first-fetchers=1"]);
     let t = &ev["totals"];
     let origin = field(t, "origin_segment_egress_bytes");
     let edges_http = field(t, "edges_http_bytes");
@@ -121,7 +128,6 @@ fn the_live_report_matches_the_counters_of_origin_edges_and_tracker() {
     let offload = ev["offload"].as_f64().unwrap();
     assert!(offload > 0.5, "offload {offload}");
     assert_eq!(field(ev, "hash_failures"), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -209,33 +215,16 @@ fn edge_peers_in_namespaces_of_their_own_relay_over_shaped_links() {
 /// Cells: six edge peers with the tracker's `--cell-viewers 2` make three
 /// meshes, each seeded over HTTP by its own first fetcher: the origin sends
 /// about one copy of each segment per cell (not one per viewer, not one in
-/// all), and the viewers still get most bytes from peers of their cell.
+/// all), and each viewer that is not its cell's first fetcher gets its
+/// bytes from the one that is.
 #[test]
 fn a_stream_split_into_cells_costs_the_origin_about_one_copy_per_cell() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("swarmcast-load-cells-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join("report.json");
-    let mut cmd = Command::new(bin("swarmcast-load"));
-    cmd.args([
-        "live",
-        "--viewers",
-        "6",
-        "--duration",
+    let ev = &six_viewers(
+        "cells",
         "40",
-        "--warmup",
-        "10",
-        "--renditions",
-        "360p",
-        "--mode",
-        "swarm",
-        "--tracker-arg=--cell-viewers=2",
-        "--tracker-arg=--stripes=0",
-        "--tracker-arg=--min-first-fetchers=1",
-        "--json",
-    ])
-    .arg(&json);
-    let ev = &run_live(cmd, &json);
+        &["--cell-viewers=2", "--stripes=0", "--min-first-fetchers=1"],
+    );
     let cells: Vec<u64> = ev["cells"]
         .as_array()
         .unwrap()
@@ -251,7 +240,6 @@ fn a_stream_split_into_cells_costs_the_origin_about_one_copy_per_cell() {
     let offload = ev["offload"].as_f64().unwrap();
     assert!(offload > 0.25, "offload {offload}");
     assert_eq!(field(ev, "hash_failures"), 0);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `swarmcast-load webtorrent` against a real tracker's WebTorrent
