@@ -13,11 +13,13 @@
 //! - A joining viewer or relay takes the least-populated cell that has
 //!   room; when every cell has `cell_viewers` members, a new cell opens.
 //!   `cell_viewers = 0` keeps one cell (no split).
-//! - A publisher is a member of every cell: its publishes go to each, and a
-//!   cell opened later is joined by it at once and given its last
-//!   [`REPLAY`] publishes per rendition, so the newcomer gets the live edge
-//!   as in any swarm. What the cores send to a publisher is delivered from
-//!   its first cell only (one welcome, one answer per message).
+//! - A publisher is a member of every cell: a publish that cell 0 takes
+//!   goes to each other cell (one cell 0 refuses is answered and counted
+//!   once), and a cell opened later is joined by it at once and given its
+//!   last [`REPLAY`] publishes per rendition in the order they came, so the
+//!   newcomer gets the live edge as in any swarm. What the cores send to a
+//!   publisher is delivered from cell 0 only (one welcome, one answer per
+//!   message); its other messages go to cell 0 alone.
 //! - Peer ids are unique across the stream; the session cap
 //!   (`max_peers`) counts every cell.
 //! - Cells are never merged: after an audience shrinks, joiners refill the
@@ -80,8 +82,9 @@ pub struct Cells {
     /// Viewers and relays in all cells.
     members: usize,
     publishers: usize,
-    /// The last publishes of each rendition, oldest first.
-    recent: BTreeMap<RenditionId, VecDeque<SegmentMeta>>,
+    /// The last [`REPLAY`] publishes of each rendition that cell 0 took,
+    /// in the order they came.
+    recent: VecDeque<SegmentMeta>,
     out: VecDeque<Output>,
     /// Joins refused before reaching a cell, by error code.
     refused: BTreeMap<&'static str, u64>,
@@ -101,7 +104,7 @@ impl Cells {
             free: Vec::new(),
             members: 0,
             publishers: 0,
-            recent: BTreeMap::new(),
+            recent: VecDeque::new(),
             out: VecDeque::new(),
             refused: BTreeMap::new(),
         }
@@ -135,13 +138,12 @@ impl Cells {
     /// Admits an authenticated session into a cell (every cell, for a
     /// publisher).
     pub fn join(&mut self, now: u64, req: JoinRequest) -> Result<Seat, ErrorCode> {
-        // Ids are unique in the stream: each core checks its own cell (a
-        // single cell's core refuses, and counts, a taken id itself).
-        if self.cells.len() > 1
-            && self
-                .cells
-                .iter()
-                .any(|c| c.core.slot_of(&req.peer_id).is_some())
+        // Ids are unique in the stream (checked before a cell is chosen: a
+        // full cell sends the joiner to a new one, which has not seen it).
+        if self
+            .cells
+            .iter()
+            .any(|c| c.core.slot_of(&req.peer_id).is_some())
         {
             return Err(self.refuse(ErrorCode::PeerIdTaken));
         }
@@ -254,7 +256,7 @@ impl Cells {
             }
         }
         if let Some(slot) = first {
-            let replay: Vec<SegmentMeta> = self.recent.values().flatten().cloned().collect();
+            let replay: Vec<SegmentMeta> = self.recent.iter().cloned().collect();
             for meta in replay {
                 self.cells[c]
                     .core
@@ -274,12 +276,14 @@ impl Cells {
         map[i] = seat;
     }
 
+    /// Takes a slot out of its cell: unmapped first, so that nothing the
+    /// core still had queued for it reaches the seat's next session.
     fn unbind_leave(&mut self, now: u64, c: usize, slot: Slot) {
-        self.cells[c].core.leave(now, slot);
-        self.pump(c);
         if let Some(s) = self.cells[c].seat_of.get_mut(slot as usize) {
             *s = NO_SEAT;
         }
+        self.cells[c].core.leave(now, slot);
+        self.pump(c);
     }
 
     /// Moves a cell's outputs to the stream's queue, addressed to seats.
@@ -333,26 +337,38 @@ impl Cells {
             }
             Some(Some(Member::Publisher { slots, .. })) => {
                 let slots = slots.clone();
-                if let ClientMsg::Publish { meta } = &msg {
-                    if meta.id.stream == self.stream {
-                        let q = self.recent.entry(meta.id.rendition).or_default();
-                        if q.back() != Some(meta) {
-                            if q.len() == REPLAY {
-                                q.pop_front();
-                            }
-                            q.push_back(meta.clone());
-                        }
-                    }
-                    for (c, slot) in slots.iter().enumerate() {
-                        if let Some(slot) = *slot {
-                            self.cells[c].core.handle(now, slot, msg.clone());
-                            self.pump(c);
-                        }
-                    }
-                } else if let Some(Some(slot)) = slots.first() {
-                    self.cells[0].core.handle(now, *slot, msg);
+                let Some(Some(first)) = slots.first().copied() else {
+                    return;
+                };
+                let ClientMsg::Publish { meta } = msg else {
+                    self.cells[0].core.handle(now, first, msg);
                     self.pump(0);
+                    return;
+                };
+                // Cell 0 judges a publish; only one it took goes to the
+                // other cells and into the replay list (a refusal is
+                // answered and counted once).
+                let before = self.cells[0].core.counters().published;
+                let publish = ClientMsg::Publish { meta: meta.clone() };
+                self.cells[0].core.handle(now, first, publish);
+                self.pump(0);
+                if self.cells[0].core.counters().published == before {
+                    return;
                 }
+                for (c, slot) in slots.iter().enumerate().skip(1) {
+                    if let Some(slot) = *slot {
+                        let publish = ClientMsg::Publish { meta: meta.clone() };
+                        self.cells[c].core.handle(now, slot, publish);
+                        self.pump(c);
+                    }
+                }
+                let r = meta.id.rendition;
+                if self.recent.iter().filter(|m| m.id.rendition == r).count() == REPLAY {
+                    if let Some(i) = self.recent.iter().position(|m| m.id.rendition == r) {
+                        self.recent.remove(i);
+                    }
+                }
+                self.recent.push_back(meta);
             }
             _ => {}
         }
@@ -521,6 +537,13 @@ fn merge(cells: &[StreamStats]) -> StreamStats {
             spreads[2] = slowest(spreads[2], p, seg.spread_100_ms);
         }
     }
+    // In the cores' order: by rendition, then sequence number.
+    segs.sort_by_cached_key(|(s, _)| {
+        let mut parts = s.id.rsplitn(3, '/');
+        let seq = parts.next().and_then(|x| x.parse::<u64>().ok());
+        let rendition = parts.next().and_then(|r| RenditionId::new(r).ok());
+        (rendition, seq)
+    });
     m.segments = segs
         .into_iter()
         .map(|(mut s, [a, b, c])| {
@@ -783,6 +806,83 @@ mod tests {
         let f = fetchers(&drain(&mut c));
         // Cells 0 and 1 have viewers (cell 2 lost its only one).
         assert_eq!(f.len(), 2, "{f:?}");
+    }
+
+    #[test]
+    fn a_taken_id_is_refused_even_when_its_cell_is_full() {
+        let mut c = cells(2);
+        c.join(0, req("origin", ClientKind::Publisher)).unwrap();
+        c.join(0, req("a", ClientKind::Native)).unwrap();
+        c.join(0, req("b", ClientKind::Native)).unwrap();
+        for id in ["a", "origin"] {
+            assert_eq!(
+                c.join(0, req(id, ClientKind::Native)),
+                Err(ErrorCode::PeerIdTaken)
+            );
+        }
+        // Refused before a cell was chosen: none opened for them.
+        assert_eq!(c.cell_count(), 1);
+        assert_eq!(c.counters().refused.get("peer_id_taken"), Some(&2));
+    }
+
+    #[test]
+    fn only_publishes_cell_0_took_reach_other_cells_in_the_order_they_came() {
+        let mut c = Cells::new(
+            sid(),
+            SwarmConfig {
+                max_renditions: 2,
+                stripes: 0,
+                ..SwarmConfig::default()
+            },
+            1,
+            3,
+        );
+        let origin = c.join(0, req("origin", ClientKind::Publisher)).unwrap();
+        c.join(0, req("a", ClientKind::Native)).unwrap();
+        let of = |r: &str, seq| {
+            let mut m = meta(seq);
+            m.id = SegmentId::new(sid(), RenditionId::new(r).unwrap(), seq);
+            ClientMsg::Publish { meta: m }
+        };
+        c.join(0, req("b", ClientKind::Native)).unwrap();
+        for (r, seq) in [("1080p", 1), ("360p", 1), ("720p", 1), ("1080p", 2)] {
+            c.handle(1, origin, of(r, seq));
+        }
+        let out = drain(&mut c);
+        // 720p is a third rendition: refused once, by cell 0, to the
+        // publisher once, though two cells are open.
+        let refusals = out
+            .iter()
+            .filter(|(s, m)| {
+                *s == origin
+                    && matches!(
+                        m,
+                        ServerMsg::Error {
+                            code: ErrorCode::Overloaded,
+                            ..
+                        }
+                    )
+            })
+            .count();
+        assert_eq!(refusals, 1, "{out:?}");
+        assert_eq!(c.counters().refused.get("overloaded"), Some(&1));
+        // A cell opened now gets what cell 0 took, newest first as a
+        // joiner's live edge, and never 720p.
+        let late = c.join(2, req("late", ClientKind::Native)).unwrap();
+        assert_eq!(c.cell_count(), 3);
+        let mut edge: Vec<String> = drain(&mut c)
+            .into_iter()
+            .filter_map(|(s, m)| match m {
+                ServerMsg::Segment { meta } if s == late => Some(meta.id.to_string()),
+                _ => None,
+            })
+            .collect();
+        edge.sort();
+        assert_eq!(edge, vec!["s/1080p/1", "s/1080p/2", "s/360p/1"]);
+        // The merged window keeps the cores' order.
+        let one = c.cells[0].core.stats();
+        let ids = |s: &StreamStats| s.segments.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(&c.stats()), ids(&one));
     }
 
     #[test]

@@ -143,6 +143,18 @@ impl Ws {
         }
     }
 
+    /// True if no message at all arrives for `ms`.
+    async fn silent_for(&mut self, ms: u64) -> bool {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ms);
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) | Ok(None) => return true,
+                Ok(Some(Ok(Message::Text(_)))) => return false,
+                Ok(_) => {}
+            }
+        }
+    }
+
     /// A round trip through the tracker: the session still works.
     async fn alive(&mut self) {
         self.send(&ClientMsg::Ping { nonce: 42 }).await;
@@ -470,10 +482,11 @@ async fn a_large_audience_is_split_into_cells_each_seeded_over_http() {
         }
     }
     assert_eq!(fetch_cells, vec![0, 1], "one first fetcher per cell");
-    // The publisher heard one welcome and nothing else of two cells: a
-    // ping is answered once.
+    // The publisher hears from one cell only: nothing came after its
+    // welcome, and a ping is answered once.
+    assert!(origin.silent_for(300).await);
     origin.alive().await;
-    assert!(origin.no_signal_for(300).await);
+    assert!(origin.silent_for(300).await);
     // A signal cannot cross cells.
     viewers[0]
         .send(&ClientMsg::Signal {
@@ -494,6 +507,13 @@ async fn a_large_audience_is_split_into_cells_each_seeded_over_http() {
     late.expect(|m| matches!(m, ServerMsg::Segment { meta: m } if *m == meta("big", 0)))
         .await;
     assert_eq!(t.stats("big").await.cells, vec![3, 3]);
+    // A cell opened after the publish has it too.
+    let mut third = Ws::join(&t, "big", "v10", ClientKind::Native, None).await;
+    third
+        .expect(|m| matches!(m, ServerMsg::Segment { meta: m } if *m == meta("big", 0)))
+        .await;
+    assert_eq!(t.stats("big").await.cells, vec![3, 3, 1]);
+    assert!(origin.silent_for(200).await);
     let s = t.stats("big").await;
     assert_eq!(s.first_fetch_assigned, 2);
     assert_eq!(s.published, 1);
