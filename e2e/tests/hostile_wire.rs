@@ -42,6 +42,7 @@ async fn hostile_frames_are_rejected_counted_and_the_flooder_dropped() {
         kind: ClientKind::Native,
         upload_kbps: 1,
         region: None,
+        cell: None,
     };
     let (tracker_tx, mut tracker_rx) =
         tclient::start(ClientConfig::new(ws.clone(), hello), stop.clone());

@@ -27,6 +27,7 @@ async fn the_origin_publishes_every_segment_to_the_tracker_with_its_hash() {
         kind: ClientKind::Native,
         upload_kbps: 1000,
         region: None,
+        cell: None,
     };
     ws.send(Message::text(ClientMsg::Hello(hello).encode()))
         .await

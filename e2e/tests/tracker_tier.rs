@@ -128,6 +128,7 @@ async fn viewer(lb: &str, stream: &str, id: &str, stop: &CancellationToken) -> V
         kind: ClientKind::Native,
         upload_kbps: 4000,
         region: None,
+        cell: None,
     };
     let (handle, mut events) = client::start(
         ClientConfig::new(format!("ws://{lb}/v1/ws"), hello),

@@ -84,6 +84,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
             config.upload_kbps
         },
         region: config.region.clone(),
+        cell: None,
     };
     // The tracker client stops after the driver (its last stats report
     // reaches the tracker before the session closes).

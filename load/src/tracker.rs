@@ -314,6 +314,7 @@ pub async fn run(cfg: TrackerBench) -> Result<Report, LoadError> {
             },
             upload_kbps: 1000 + (i as u32 % 10) * 1000,
             region: Some(regions[i % regions.len()].into()),
+            cell: None,
         };
         let url = url.clone();
         joins.spawn(async move {
@@ -373,6 +374,7 @@ pub async fn run(cfg: TrackerBench) -> Result<Report, LoadError> {
             kind: ClientKind::Publisher,
             upload_kbps: 0,
             region: None,
+            cell: None,
         },
     )
     .await

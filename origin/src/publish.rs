@@ -156,6 +156,7 @@ async fn session(
         kind: ClientKind::Publisher,
         upload_kbps: 0,
         region: None,
+        cell: None,
     });
     ws.send(Message::text(hello.encode()))
         .await

@@ -70,7 +70,16 @@ pub struct Hello {
     /// A coarse network region (an ASN or a label given to the peer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// The cell of the stream this session joins, as a [`ServerMsg::Redirect`]
+    /// named it (and the URL's `cell=` says). From a publisher session on the
+    /// stream's home URL (no `cell=`): a tracker node feeding cell `n` with the
+    /// stream's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cell: Option<u32>,
 }
+
+/// Most cells one stream is split into.
+pub const MAX_CELLS: u32 = 65_535;
 
 /// A WebRTC signalling payload relayed between two peers of one swarm.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +220,12 @@ pub enum ClientMsg {
     },
     /// Counters for metrics and the dashboard.
     Stats(StatsReport),
+    /// (A tracker node feeding a cell, to the stream's home) the viewers and
+    /// relays in its cell now.
+    CellReport {
+        /// Members of the cell.
+        members: u32,
+    },
     /// Keep-alive probe.
     Ping {
         /// Echoed in the pong.
@@ -391,6 +406,13 @@ pub enum ServerMsg {
         /// The ping's nonce.
         nonce: u64,
     },
+    /// (Instead of a welcome) the stream is split into cells spread over
+    /// tracker nodes: connect again with `cell` in the URL (`cell=N`, see
+    /// [`url_for`]) and in the hello.
+    Redirect {
+        /// The cell, 1..=[`MAX_CELLS`].
+        cell: u32,
+    },
 }
 
 /// Where one stripe of each new segment comes from (see
@@ -419,19 +441,36 @@ pub const MAX_STRIPES: usize = 16;
 /// reading the WebSocket (nginx `hash $arg_stream consistent`). Stream ids
 /// are `[A-Za-z0-9_-]`, so the value needs no escaping.
 pub fn url_with_stream(url: &str, stream: &crate::StreamId) -> String {
+    url_for(url, stream, None)
+}
+
+/// [`url_with_stream`], and `cell=N` for a session of cell `N` (after a
+/// [`ServerMsg::Redirect`]): a balancer routing by stream and cell
+/// (`hash "$arg_stream/$arg_cell" consistent`) spreads a stream's cells
+/// over its nodes. A `cell` parameter already in `url` is replaced.
+pub fn url_for(url: &str, stream: &crate::StreamId, cell: Option<u32>) -> String {
     let (base, fragment) = match url.split_once('#') {
         Some((b, f)) => (b, Some(f)),
         None => (url, None),
     };
-    let has = base.split_once('?').is_some_and(|(_, q)| {
-        q.split('&')
-            .any(|kv| kv == "stream" || kv.starts_with("stream="))
-    });
-    let mut out = base.to_string();
-    if !has {
-        out.push(if base.contains('?') { '&' } else { '?' });
-        out.push_str("stream=");
-        out.push_str(stream.as_str());
+    let is =
+        |kv: &str, key: &str| kv == key || kv.strip_prefix(key).is_some_and(|r| r.starts_with('='));
+    let (path, query) = base.split_once('?').unwrap_or((base, ""));
+    let mut params: Vec<String> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && !is(kv, "cell"))
+        .map(str::to_string)
+        .collect();
+    if !params.iter().any(|kv| is(kv, "stream")) {
+        params.push(format!("stream={}", stream.as_str()));
+    }
+    if let Some(c) = cell {
+        params.push(format!("cell={c}"));
+    }
+    let mut out = path.to_string();
+    if !params.is_empty() {
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
     if let Some(f) = fragment {
         out.push('#');
@@ -532,7 +571,7 @@ impl ClientMsg {
                 if let Some(r) = &h.region {
                     check_text("region", r)?;
                 }
-                Ok(())
+                h.cell.map_or(Ok(()), check_cell)
             }
             ClientMsg::Have { segments } | ClientMsg::Lost { segments } => {
                 check_len("segments", segments.len(), MAX_LIST)
@@ -549,6 +588,7 @@ impl ClientMsg {
             | ClientMsg::ReportPeer { .. }
             | ClientMsg::Publish { .. }
             | ClientMsg::Stats(_)
+            | ClientMsg::CellReport { .. }
             | ClientMsg::Ping { .. }
             | ClientMsg::Pong { .. } => Ok(()),
         }
@@ -567,10 +607,20 @@ impl ClientMsg {
             ClientMsg::Signal { .. } => "signal",
             ClientMsg::Publish { .. } => "publish",
             ClientMsg::Stats(_) => "stats",
+            ClientMsg::CellReport { .. } => "cell_report",
             ClientMsg::Ping { .. } => "ping",
             ClientMsg::Pong { .. } => "pong",
         }
     }
+}
+
+fn check_cell(cell: u32) -> Result<(), MessageError> {
+    if cell == 0 || cell > MAX_CELLS {
+        return Err(MessageError::Malformed(format!(
+            "cell {cell} is not within 1..={MAX_CELLS}"
+        )));
+    }
+    Ok(())
 }
 
 impl ServerMsg {
@@ -623,6 +673,7 @@ impl ServerMsg {
             | ServerMsg::Fetch { .. }
             | ServerMsg::Ping { .. }
             | ServerMsg::Pong { .. } => Ok(()),
+            ServerMsg::Redirect { cell } => check_cell(*cell),
         }
     }
 
@@ -728,5 +779,40 @@ mod tests {
             url_with_stream("ws://t/v1/ws?streams=1#f", &s),
             "ws://t/v1/ws?streams=1&stream=ev-1#f"
         );
+    }
+
+    #[test]
+    fn a_cell_goes_in_the_url_once_and_a_redirect_names_a_real_cell() {
+        let s = crate::StreamId::new("ev").unwrap();
+        assert_eq!(
+            url_for("ws://t/v1/ws?token=x", &s, Some(3)),
+            "ws://t/v1/ws?token=x&stream=ev&cell=3"
+        );
+        // A cell already there is replaced, not repeated.
+        assert_eq!(
+            url_for("ws://t/v1/ws?cell=1&stream=ev#f", &s, Some(2)),
+            "ws://t/v1/ws?stream=ev&cell=2#f"
+        );
+        assert_eq!(
+            url_for("ws://t/v1/ws?cells=1", &s, None),
+            "ws://t/v1/ws?cells=1&stream=ev"
+        );
+        let r = ServerMsg::Redirect { cell: 7 };
+        assert_eq!(ServerMsg::decode(&r.encode()).unwrap(), r);
+        for bad in [
+            r#"{"v":1,"type":"redirect","cell":0}"#,
+            r#"{"v":1,"type":"redirect","cell":65536}"#,
+            r#"{"v":1,"type":"redirect","cell":-1}"#,
+            r#"{"v":1,"type":"redirect"}"#,
+        ] {
+            assert!(ServerMsg::decode(bad).is_err(), "{bad}");
+        }
+        let report = ClientMsg::CellReport { members: 12 };
+        assert_eq!(ClientMsg::decode(&report.encode()).unwrap(), report);
+        assert!(ClientMsg::decode(r#"{"v":1,"type":"cell_report","members":-3}"#).is_err());
+        let hello = r#"{"v":1,"type":"hello","token":"t","stream":"ev","peer_id":"p","kind":"native","cell":0}"#;
+        assert!(ClientMsg::decode(hello).is_err());
+        let hello = hello.replace("\"cell\":0", "\"cell\":4");
+        assert!(matches!(ClientMsg::decode(&hello), Ok(ClientMsg::Hello(h)) if h.cell == Some(4)));
     }
 }

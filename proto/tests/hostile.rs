@@ -172,6 +172,7 @@ fn client_msg() -> impl Strategy<Value = ClientMsg> {
                     kind,
                     upload_kbps,
                     region,
+                    cell: None,
                 })
             }),
         proptest::collection::vec(segment_ref(), 0..32)

@@ -580,6 +580,11 @@ impl Swarm {
                     p.stats = report;
                 }
             }
+            ClientMsg::CellReport { .. } => self.refuse(
+                slot,
+                ErrorCode::Forbidden,
+                "only a tracker node feeding a cell reports one",
+            ),
             ClientMsg::Ping { nonce } => self.send(slot, &ServerMsg::Pong { nonce }),
             ClientMsg::Pong { .. } => {}
         }

@@ -60,6 +60,7 @@ fn hello(stream: &str, id: &str, kind: ClientKind, region: Option<&str>) -> Hell
         kind,
         upload_kbps: 5000,
         region: region.map(String::from),
+        cell: None,
     }
 }
 
