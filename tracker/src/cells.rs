@@ -34,8 +34,11 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
-use swarmcast_proto::tracker::{ClientKind, ClientMsg, ErrorCode};
-use swarmcast_proto::{RenditionId, SegmentMeta, StreamId};
+use bytes::Bytes;
+use swarmcast_proto::tracker::{
+    ClientKind, ClientMsg, ErrorCode, MAX_CELLS, PeerConfig, ServerMsg,
+};
+use swarmcast_proto::{PeerId, RenditionId, SegmentMeta, StreamId};
 
 use crate::stats::{SegmentStats, StreamStats};
 use crate::swarm::{Counters, JoinRequest, Output, Recipients, Slot, Swarm, SwarmConfig};
@@ -67,6 +70,35 @@ enum Member {
         req: JoinRequest,
         slots: Vec<Option<Slot>>,
     },
+    /// A tracker node feeding remote cell `cell` (1-based) with the
+    /// stream's records; it reports the cell's members.
+    Feeder { cell: u32 },
+}
+
+/// A cell on another tracker node (or another task of this one), as its
+/// feeders report it.
+#[derive(Debug, Default)]
+struct Remote {
+    /// Each feeder session's last report (more than one while a cell moves
+    /// between nodes).
+    reports: Vec<(Seat, u32)>,
+    /// Joiners sent there since its last report.
+    since: u32,
+}
+
+impl Remote {
+    fn members(&self) -> usize {
+        self.reports.iter().map(|&(_, n)| n as usize).sum::<usize>() + self.since as usize
+    }
+}
+
+/// What a join comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admitted {
+    /// Joined here, in this seat.
+    Seat(Seat),
+    /// Sent to a cell on another node (its number, 1-based).
+    Redirect(u32),
 }
 
 /// One stream's cells.
@@ -88,6 +120,11 @@ pub struct Cells {
     out: VecDeque<Output>,
     /// Joins refused before reaching a cell, by error code.
     refused: BTreeMap<&'static str, u64>,
+    /// Cells beyond cell 0 live elsewhere (`--tier-url`): `Some`, with
+    /// cell `k` at index `k - 1`.
+    remote: Option<Vec<Remote>>,
+    feeders: usize,
+    redirects: u64,
 }
 
 impl Cells {
@@ -107,12 +144,126 @@ impl Cells {
             recent: VecDeque::new(),
             out: VecDeque::new(),
             refused: BTreeMap::new(),
+            remote: None,
+            feeders: 0,
+            redirects: 0,
         }
+    }
+
+    /// The stream's home when its cells are spread over tracker nodes:
+    /// cell 0 is here, and a joiner who finds it full is redirected to cell
+    /// `k` (1-based), which the balancer places by `stream` and `cell`; the
+    /// node that takes it connects back here as a feeder
+    /// ([`Cells::join_feeder`]).
+    pub fn spread(mut self) -> Self {
+        self.remote = Some(Vec::new());
+        self
+    }
+
+    /// Joiners redirected to other cells so far.
+    pub fn redirects(&self) -> u64 {
+        self.redirects
+    }
+
+    /// Admits a session: joined here, or (spread cells, cell 0 full)
+    /// redirected to the least-populated remote cell with room, or to a new
+    /// one.
+    pub fn admit(&mut self, now: u64, req: JoinRequest) -> Result<Admitted, ErrorCode> {
+        let full = |c: &Cell| self.cell_viewers > 0 && c.members >= self.cell_viewers;
+        let redirect = req.kind != ClientKind::Publisher
+            && self.remote.is_some()
+            && self.cells.first().is_some_and(full);
+        if !redirect {
+            return self.join(now, req).map(Admitted::Seat);
+        }
+        if self
+            .cells
+            .iter()
+            .any(|c| c.core.slot_of(&req.peer_id).is_some())
+        {
+            return Err(self.refuse(ErrorCode::PeerIdTaken));
+        }
+        let cap = self.cell_viewers;
+        let Some(remote) = self.remote.as_mut() else {
+            return Err(ErrorCode::Internal);
+        };
+        let best = remote
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.members() < cap)
+            .min_by_key(|(i, r)| (r.members(), *i))
+            .map(|(i, _)| i);
+        let i = match best {
+            Some(i) => i,
+            None if remote.len() < MAX_CELLS as usize => {
+                remote.push(Remote::default());
+                remote.len() - 1
+            }
+            None => return Err(self.refuse(ErrorCode::Overloaded)),
+        };
+        remote[i].since += 1;
+        self.redirects += 1;
+        Ok(Admitted::Redirect(i as u32 + 1))
+    }
+
+    /// Admits a tracker node that feeds remote cell `cell`: it is welcomed,
+    /// given the recent records, then every record cell 0 takes.
+    pub fn join_feeder(&mut self, peer_id: PeerId, cell: u32) -> Result<Seat, ErrorCode> {
+        let Some(remote) = self.remote.as_mut() else {
+            return Err(self.refuse(ErrorCode::Forbidden));
+        };
+        if cell == 0 || cell > MAX_CELLS {
+            return Err(self.refuse(ErrorCode::Malformed));
+        }
+        let i = cell as usize - 1;
+        if remote.len() <= i {
+            remote.resize_with(i + 1, Remote::default);
+        }
+        let seat = self.free.pop().unwrap_or_else(|| {
+            self.seats.push(None);
+            (self.seats.len() - 1) as Seat
+        });
+        self.seats[seat as usize] = Some(Member::Feeder { cell });
+        self.feeders += 1;
+        let welcome = ServerMsg::Welcome {
+            peer_id,
+            config: PeerConfig {
+                max_peers: 0,
+                window_segments: self.cfg.window_segments,
+                ping_interval_ms: self.cfg.ping_interval_ms,
+                idle_timeout_ms: self.cfg.idle_timeout_ms,
+                ice_servers: Vec::new(),
+            },
+        };
+        let mut msgs = vec![welcome];
+        msgs.extend(
+            self.recent
+                .iter()
+                .map(|m| ServerMsg::Segment { meta: m.clone() }),
+        );
+        for m in msgs {
+            self.out.push_back(Output {
+                to: Recipients::One(seat),
+                text: Bytes::from(m.encode()),
+            });
+        }
+        Ok(seat)
+    }
+
+    fn feeder_seats(&self) -> Vec<Seat> {
+        if self.feeders == 0 {
+            return Vec::new();
+        }
+        self.seats
+            .iter()
+            .enumerate()
+            .filter_map(|(s, m)| matches!(m, Some(Member::Feeder { .. })).then_some(s as Seat))
+            .collect()
     }
 
     /// Sessions in the stream (a publisher counts once).
     pub fn len(&self) -> usize {
-        self.members + self.publishers
+        self.members + self.publishers + self.feeders
     }
 
     /// No session.
@@ -362,6 +513,14 @@ impl Cells {
                         self.pump(c);
                     }
                 }
+                let feeders = self.feeder_seats();
+                if !feeders.is_empty() {
+                    let text = Bytes::from(ServerMsg::Segment { meta: meta.clone() }.encode());
+                    self.out.push_back(Output {
+                        to: Recipients::Many(feeders),
+                        text,
+                    });
+                }
                 let r = meta.id.rendition;
                 if self.recent.iter().filter(|m| m.id.rendition == r).count() == REPLAY {
                     if let Some(i) = self.recent.iter().position(|m| m.id.rendition == r) {
@@ -369,6 +528,31 @@ impl Cells {
                     }
                 }
                 self.recent.push_back(meta);
+            }
+            Some(Some(Member::Feeder { cell })) => {
+                let i = *cell as usize - 1;
+                match msg {
+                    ClientMsg::CellReport { members } => {
+                        if let Some(r) = self.remote.as_mut().and_then(|r| r.get_mut(i)) {
+                            match r.reports.iter_mut().find(|(s, _)| *s == seat) {
+                                Some(x) => x.1 = members,
+                                None => r.reports.push((seat, members)),
+                            }
+                            r.since = 0;
+                        }
+                    }
+                    // Pings are answered by the session; nothing else is
+                    // a feeder's to say.
+                    _ => {
+                        let e = self.refuse(ErrorCode::Forbidden);
+                        self.out.push_back(Output {
+                            to: Recipients::One(seat),
+                            text: Bytes::from(
+                                ServerMsg::error(e, "a cell's feeder only reports").encode(),
+                            ),
+                        });
+                    }
+                }
             }
             _ => {}
         }
@@ -391,6 +575,13 @@ impl Cells {
                     if let Some(slot) = slot {
                         self.unbind_leave(now, c, slot);
                     }
+                }
+            }
+            Member::Feeder { cell } => {
+                self.feeders -= 1;
+                let i = cell as usize - 1;
+                if let Some(r) = self.remote.as_mut().and_then(|r| r.get_mut(i)) {
+                    r.reports.retain(|&(s, _)| s != seat);
                 }
             }
         }
@@ -460,6 +651,11 @@ impl Cells {
             _ => merge(&per_cell),
         };
         all.cells = per_cell.iter().map(|s| s.viewers + s.peers.relay).collect();
+        // Remote cells as their feeders last reported them.
+        for r in self.remote.iter().flatten() {
+            all.cells
+                .push(r.reports.iter().map(|&(_, n)| n).sum::<u32>() + r.since);
+        }
         all
     }
 }
@@ -569,8 +765,8 @@ fn merge(cells: &[StreamStats]) -> StreamStats {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use swarmcast_proto::tracker::{ServerMsg, Signal};
-    use swarmcast_proto::{PeerId, SegmentId, Sha256Digest};
+    use swarmcast_proto::tracker::Signal;
+    use swarmcast_proto::{SegmentId, Sha256Digest};
 
     fn sid() -> StreamId {
         StreamId::new("s").unwrap()
@@ -883,6 +1079,71 @@ mod tests {
         let one = c.cells[0].core.stats();
         let ids = |s: &StreamStats| s.segments.iter().map(|x| x.id.clone()).collect::<Vec<_>>();
         assert_eq!(ids(&c.stats()), ids(&one));
+    }
+
+    #[test]
+    fn a_spread_home_redirects_beyond_its_cell_and_feeds_the_remote_cells() {
+        let mut c = cells(2).spread();
+        let origin = c.join(0, req("origin", ClientKind::Publisher)).unwrap();
+        let admit = |c: &mut Cells, id: &str| c.admit(0, req(id, ClientKind::Native)).unwrap();
+        assert!(matches!(admit(&mut c, "a"), Admitted::Seat(_)));
+        assert!(matches!(admit(&mut c, "b"), Admitted::Seat(_)));
+        c.handle(1, origin, ClientMsg::Publish { meta: meta(0) });
+        // Cell 0 is full: joiners go to cell 1 until it has two (as far
+        // as the home knows), then to cell 2.
+        assert_eq!(admit(&mut c, "c"), Admitted::Redirect(1));
+        assert_eq!(admit(&mut c, "d"), Admitted::Redirect(1));
+        assert_eq!(admit(&mut c, "e"), Admitted::Redirect(2));
+        assert_eq!(
+            c.admit(0, req("a", ClientKind::Native)),
+            Err(ErrorCode::PeerIdTaken)
+        );
+        assert_eq!(c.redirects(), 3);
+        drain(&mut c);
+        // The node that took cell 1 feeds it from here: a welcome, the
+        // recent records, then each new one.
+        let feeder = c.join_feeder(PeerId::new("cell-1").unwrap(), 1).unwrap();
+        let out = drain(&mut c);
+        assert!(matches!(&out[0], (s, ServerMsg::Welcome { .. }) if *s == feeder));
+        assert!(
+            matches!(&out[1], (s, ServerMsg::Segment { meta: m }) if *s == feeder && *m == meta(0))
+        );
+        c.handle(2, origin, ClientMsg::Publish { meta: meta(1) });
+        let out = drain(&mut c);
+        assert!(
+            out.iter().any(|(s, m)| *s == feeder
+                && matches!(m, ServerMsg::Segment { meta: x } if *x == meta(1)))
+        );
+        assert!(
+            !out.iter()
+                .any(|(s, m)| *s == feeder && matches!(m, ServerMsg::Fetch { .. }))
+        );
+        // It reports one member: cell 1 has room again.
+        c.handle(3, feeder, ClientMsg::CellReport { members: 1 });
+        assert_eq!(c.stats().cells, vec![2, 1, 1]);
+        assert_eq!(admit(&mut c, "f"), Admitted::Redirect(1));
+        // A feeder says nothing else.
+        c.handle(3, feeder, ClientMsg::WantPeers { count: 3 });
+        assert!(
+            matches!(&drain(&mut c)[..], [(s, ServerMsg::Error { code: ErrorCode::Forbidden, .. })] if *s == feeder)
+        );
+        // Gone, its report goes with it; the stream keeps the home's own.
+        c.leave(4, feeder);
+        assert_eq!(c.stats().cells, vec![2, 1, 1]);
+        assert_eq!(c.len(), 3);
+        // Without spread cells, nobody is redirected and no feeder joins.
+        let mut local = cells(2);
+        assert_eq!(
+            local.join_feeder(PeerId::new("cell-1").unwrap(), 1),
+            Err(ErrorCode::Forbidden)
+        );
+        for id in ["a", "b", "c"] {
+            assert!(matches!(
+                local.admit(0, req(id, ClientKind::Native)),
+                Ok(Admitted::Seat(_))
+            ));
+        }
+        assert_eq!(local.cell_count(), 2);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use rand::Rng as _;
-use swarmcast_proto::tracker::{ClientMsg, Hello, PeerConfig, ServerMsg, url_with_stream};
+use swarmcast_proto::tracker::{ClientKind, ClientMsg, Hello, PeerConfig, ServerMsg, url_for};
 use swarmcast_proto::{RenditionId, Seq};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
@@ -83,6 +83,12 @@ impl ClientHandle {
             .send(msg)
             .await
             .map_err(|_| crate::TrackerError::Client("client stopped".into()))
+    }
+
+    /// Queues a message unless the queue is full (then it is dropped:
+    /// for periodic reports, where the next one says the same).
+    pub fn try_send(&self, msg: ClientMsg) -> bool {
+        self.tx.try_send(msg).is_ok()
     }
 
     /// Lets go of this handle and, once no other handle is left, waits (at
@@ -191,7 +197,7 @@ impl Held {
 }
 
 async fn run(
-    cfg: ClientConfig,
+    mut cfg: ClientConfig,
     mut rx: mpsc::Receiver<ClientMsg>,
     events: mpsc::Sender<Event>,
     shutdown: CancellationToken,
@@ -201,6 +207,7 @@ async fn run(
         ..Held::default()
     };
     let mut backoff = cfg.backoff_min;
+    let mut redirects = 0;
     loop {
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -208,6 +215,22 @@ async fn run(
         };
         match outcome {
             Outcome::Stop => return,
+            // The stream is split into cells over tracker nodes: join the
+            // one named, at once (a redirect loop is cut after a few).
+            Outcome::Redirect(cell) if redirects < MAX_REDIRECTS => {
+                debug!(cell, "redirected to a cell");
+                cfg.hello.cell = Some(cell);
+                redirects += 1;
+                continue;
+            }
+            Outcome::Redirect(cell) => {
+                let _ = events
+                    .send(Event::Disconnected {
+                        reason: format!("redirected again (cell {cell})"),
+                        fatal: false,
+                    })
+                    .await;
+            }
             Outcome::Fatal(reason) => {
                 let _ = events
                     .send(Event::Disconnected {
@@ -220,6 +243,7 @@ async fn run(
             Outcome::Retry { reason, joined } => {
                 if joined {
                     backoff = cfg.backoff_min;
+                    redirects = 0;
                 }
                 let _ = events
                     .send(Event::Disconnected {
@@ -244,9 +268,22 @@ async fn run(
     }
 }
 
+/// The cell a session names in its URL: a viewer's or relay's (after a
+/// redirect); never a publisher's, whose `cell` says which cell it feeds
+/// and which connects to the stream's home.
+fn url_cell(hello: &Hello) -> Option<u32> {
+    (hello.kind != ClientKind::Publisher)
+        .then_some(hello.cell)
+        .flatten()
+}
+
+/// Redirects followed in a row before the client backs off.
+const MAX_REDIRECTS: u32 = 4;
+
 enum Outcome {
     Stop,
     Fatal(String),
+    Redirect(u32),
     Retry { reason: String, joined: bool },
 }
 
@@ -260,7 +297,11 @@ async fn connection(
     let retry = |reason: String, joined: bool| Outcome::Retry { reason, joined };
     let ws = tokio::time::timeout(
         Duration::from_secs(10),
-        tokio_tungstenite::connect_async(url_with_stream(&cfg.url, &cfg.hello.stream)),
+        tokio_tungstenite::connect_async(url_for(
+            &cfg.url,
+            &cfg.hello.stream,
+            url_cell(&cfg.hello),
+        )),
     )
     .await;
     let mut ws = match ws {
@@ -297,6 +338,10 @@ async fn connection(
                 }
                 _ => retry(reason, false),
             };
+        }
+        Ok(Some(Ok(ServerMsg::Redirect { cell }))) => {
+            let _ = ws.close(None).await;
+            return Outcome::Redirect(cell);
         }
         Ok(Some(other)) => return retry(format!("expected a welcome, got {other:?}"), false),
         Ok(None) => return retry("closed before the welcome".into(), false),

@@ -73,6 +73,15 @@ pub struct Config {
     #[arg(long, env = "SWARMCAST_CELL_VIEWERS", default_value_t = 0)]
     pub cell_viewers: usize,
 
+    /// The tracker tier's WebSocket URL (`ws://balancer/v1/ws`), to spread
+    /// a stream's cells over tracker nodes: the stream's home keeps its
+    /// first cell and redirects later joiners to cell K, which the balancer
+    /// routes by `stream` and `cell`; the node that gets cell K's sessions
+    /// connects back through this URL to the stream's home for its records.
+    /// Without it a stream's cells all live in its home's task.
+    #[arg(long, env = "SWARMCAST_TIER_URL")]
+    pub tier_url: Option<String>,
+
     /// Fewest first fetchers per segment (each costs the origin one copy;
     /// one that misses its deadline is replaced, and every viewer falls
     /// back to HTTP before its own playback deadline).
@@ -246,6 +255,11 @@ impl Config {
                 "--wt-max-swarms, --wt-max-swarms-per-conn and --wt-max-scrape must be at least 1",
             );
         }
+        if let Some(u) = &self.tier_url {
+            if !(u.starts_with("ws://") || u.starts_with("wss://")) {
+                return err("--tier-url must be a ws:// or wss:// URL");
+            }
+        }
         if self.idle_timeout_ms <= self.ping_interval_ms {
             return err("--idle-timeout-ms must be longer than --ping-interval-ms");
         }
@@ -367,6 +381,7 @@ mod tests {
                 "--min-first-fetchers",
             ),
             (&["--cell-size", "0"], "--viewers-per-fetcher"),
+            (&["--tier-url", "http://t/v1/ws"], "--tier-url"),
         ] {
             let e = parse(bad).expect_err("refused");
             assert!(e.contains(says), "{bad:?}: {e}");

@@ -77,6 +77,7 @@ pub async fn start(config: Config, shutdown: CancellationToken) -> Result<Runnin
         server::StreamLimits {
             max_swarms: config.max_swarms,
             cell_viewers: config.cell_viewers,
+            tier_url: config.tier_url.clone(),
         },
         shutdown.clone(),
         tasks.clone(),

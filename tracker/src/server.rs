@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument as _, debug, field, info, info_span, warn};
 
-use crate::cells::{Cells, Seat};
+use crate::cells::{Admitted, Cells, Seat};
 use crate::stats::StreamStats;
 #[cfg(doc)]
 use crate::swarm::Swarm;
@@ -49,12 +49,18 @@ const MAX_VIOLATIONS: u32 = 50;
 
 type ConnId = u64;
 
+/// A swarm's key: the stream, and its cell (0: the stream's home; `k`: a
+/// cell this node hosts for a stream spread over nodes).
+type SwarmKey = (StreamId, u32);
+
 enum Cmd {
     Join {
         req: JoinRequest,
+        /// A tracker node feeding this cell of the stream (home only).
+        feeder: Option<u32>,
         conn: ConnId,
         out: mpsc::Sender<Utf8Bytes>,
-        reply: oneshot::Sender<Result<Seat, ErrorCode>>,
+        reply: oneshot::Sender<Result<Admitted, ErrorCode>>,
     },
     Msg {
         seat: Seat,
@@ -137,12 +143,17 @@ impl RateLimit {
 }
 
 /// How many streams, and how one stream's audience is split.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct StreamLimits {
-    /// Most swarms (streams) at once.
+    /// Most swarms (streams and cells) at once.
     pub max_swarms: usize,
     /// Most viewers and relays per cell (0: one cell per stream).
     pub cell_viewers: usize,
+    /// The tracker tier's URL (the balancer's `/v1/ws`): cells are then
+    /// spread over nodes. A stream's home redirects joiners beyond its
+    /// first cell to cell `k`; the node that gets cell `k`'s sessions
+    /// connects back through this URL to the home for the stream's records.
+    pub tier_url: Option<String>,
 }
 
 /// The tracker's shared state.
@@ -152,7 +163,7 @@ pub struct Tracker {
     swarm_cfg: SwarmConfig,
     limits: SessionLimits,
     streams: StreamLimits,
-    swarms: DashMap<StreamId, mpsc::Sender<Cmd>>,
+    swarms: DashMap<SwarmKey, mpsc::Sender<Cmd>>,
     next_conn: AtomicU64,
     sessions: AtomicU64,
     shutdown: CancellationToken,
@@ -212,8 +223,8 @@ impl Tracker {
         &self.tasks
     }
 
-    fn swarm(self: &Arc<Self>, stream: &StreamId) -> Result<mpsc::Sender<Cmd>, ErrorCode> {
-        if let Some(tx) = self.swarms.get(stream) {
+    fn swarm(self: &Arc<Self>, key: &SwarmKey) -> Result<mpsc::Sender<Cmd>, ErrorCode> {
+        if let Some(tx) = self.swarms.get(key) {
             if !tx.is_closed() {
                 return Ok(tx.clone());
             }
@@ -223,29 +234,28 @@ impl Tracker {
         }
         let tx = self
             .swarms
-            .entry(stream.clone())
+            .entry(key.clone())
             .and_modify(|tx| {
                 if tx.is_closed() {
-                    *tx = self.spawn_swarm(stream.clone());
+                    *tx = self.spawn_swarm(key.clone());
                 }
             })
-            .or_insert_with(|| self.spawn_swarm(stream.clone()))
+            .or_insert_with(|| self.spawn_swarm(key.clone()))
             .clone();
         metrics::gauge!("swarmcast_tracker_swarms").set(self.swarms.len() as f64);
         Ok(tx)
     }
 
-    fn spawn_swarm(self: &Arc<Self>, stream: StreamId) -> mpsc::Sender<Cmd> {
+    fn spawn_swarm(self: &Arc<Self>, key: SwarmKey) -> mpsc::Sender<Cmd> {
         let (tx, rx) = mpsc::channel(SWARM_QUEUE);
-        let span = info_span!("swarm", stream = %stream);
+        let span = info_span!("swarm", stream = %key.0, cell = key.1);
         let this = self.clone();
-        self.tasks
-            .spawn(swarm_task(this, stream, rx).instrument(span));
+        self.tasks.spawn(swarm_task(this, key, rx).instrument(span));
         tx
     }
 
-    async fn stats(&self, stream: &StreamId) -> Option<StreamStats> {
-        let tx = self.swarms.get(stream)?.clone();
+    async fn stats(&self, key: &SwarmKey) -> Option<StreamStats> {
+        let tx = self.swarms.get(key)?.clone();
         let (reply, rx) = oneshot::channel();
         tx.send(Cmd::Stats { reply }).await.ok()?;
         rx.await.ok()
@@ -340,7 +350,7 @@ pub fn resident_bytes() -> Option<u64> {
 }
 
 async fn list_streams(State(t): State<Arc<Tracker>>) -> Response {
-    let ids: Vec<StreamId> = t.swarms.iter().map(|e| e.key().clone()).collect();
+    let ids: Vec<SwarmKey> = t.swarms.iter().map(|e| e.key().clone()).collect();
     let mut out = Vec::new();
     for id in ids {
         if let Some(mut s) = t.stats(&id).await {
@@ -351,11 +361,20 @@ async fn list_streams(State(t): State<Arc<Tracker>>) -> Response {
     axum::Json(out).into_response()
 }
 
-async fn stream_stats(State(t): State<Arc<Tracker>>, Path(stream): Path<String>) -> Response {
+/// `/v1/streams/{stream}/stats`: the stream's home on this node, or with
+/// `?cell=K` the cell `K` this node hosts.
+async fn stream_stats(
+    State(t): State<Arc<Tracker>>,
+    Path(stream): Path<String>,
+    uri: axum::http::Uri,
+) -> Response {
     let Ok(id) = StreamId::new(stream) else {
         return (StatusCode::BAD_REQUEST, "bad stream id\n").into_response();
     };
-    match t.stats(&id).await {
+    let Ok(cell) = query_param(uri.query(), "cell").map_or(Ok(0), str::parse::<u32>) else {
+        return (StatusCode::BAD_REQUEST, "bad cell\n").into_response();
+    };
+    match t.stats(&(id, cell)).await {
         Some(s) => axum::Json(s).into_response(),
         None => (StatusCode::NOT_FOUND, "unknown stream\n").into_response(),
     }
@@ -370,6 +389,16 @@ async fn ws_upgrade(
     // `?stream=ID` (clients add it for load balancers that route by
     // stream): the hello must then name the same stream.
     let url_stream = query_param(uri.query(), "stream").map(str::to_string);
+    // `?cell=K`: a session of cell K of a stream spread over nodes.
+    let url_cell = match query_param(uri.query(), "cell").map(str::parse::<u32>) {
+        None => None,
+        Some(Ok(c)) if (1..=swarmcast_proto::tracker::MAX_CELLS).contains(&c) => Some(c),
+        Some(_) => {
+            metrics::counter!("swarmcast_tracker_refused_total", "code" => "malformed")
+                .increment(1);
+            return (StatusCode::BAD_REQUEST, "cell= must be within 1..=65535\n").into_response();
+        }
+    };
     // Messages up to twice the protocol limit reach the session, which
     // answers `too_large`; larger ones end the connection.
     ws.max_message_size(2 * MAX_MESSAGE)
@@ -381,7 +410,7 @@ async fn ws_upgrade(
             let span =
                 info_span!("session", conn, %remote, stream = field::Empty, peer = field::Empty);
             let tasks = t.tasks.clone();
-            tasks.track_future(session(t, socket, conn, url_stream).instrument(span))
+            tasks.track_future(session(t, socket, conn, url_stream, url_cell).instrument(span))
         })
 }
 
@@ -412,7 +441,13 @@ struct Joined {
     seat: Seat,
 }
 
-async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: Option<String>) {
+async fn session(
+    t: Arc<Tracker>,
+    mut ws: WebSocket,
+    conn: ConnId,
+    url_stream: Option<String>,
+    url_cell: Option<u32>,
+) {
     metrics::gauge!("swarmcast_tracker_sessions").increment(1.0);
     t.sessions.fetch_add(1, Ordering::Relaxed);
     let (out_tx, mut out_rx) = mpsc::channel::<Utf8Bytes>(SESSION_QUEUE);
@@ -517,6 +552,21 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
                             let _ = send_error(&mut ws, ErrorCode::Forbidden, "the hello names another stream than the URL's ?stream=").await;
                             break "wrong_stream";
                         }
+                        // A publisher naming a cell on the home URL is a
+                        // node feeding that cell; anyone else's hello names
+                        // the URL's cell.
+                        let feeder = (hello.kind == ClientKind::Publisher && url_cell.is_none()).then_some(hello.cell).flatten();
+                        if feeder.is_none() && hello.cell != url_cell {
+                            let _ = send_error(&mut ws, ErrorCode::Forbidden, "the hello names another cell than the URL's ?cell=").await;
+                            break "wrong_cell";
+                        }
+                        if url_cell.is_some() && (t.streams.tier_url.is_none() || hello.kind == ClientKind::Publisher) {
+                            let _ = send_error(&mut ws, ErrorCode::Forbidden, match hello.kind {
+                                ClientKind::Publisher => "publish to the stream's home (no ?cell=)",
+                                _ => "this tracker does not host cells (no --tier-url)",
+                            }).await;
+                            break "wrong_cell";
+                        }
                         if let Err(e) = t.key.verify(&hello.token, &hello.stream, role, now_s()) {
                             let _ = send_error(&mut ws, e.code(), &e.to_string()).await;
                             break "unauthorized";
@@ -524,7 +574,7 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
                         let span = tracing::Span::current();
                         span.record("stream", field::display(&hello.stream));
                         span.record("peer", field::display(&hello.peer_id));
-                        let swarm = match t.swarm(&hello.stream) {
+                        let swarm = match t.swarm(&(hello.stream.clone(), url_cell.unwrap_or(0))) {
                             Ok(s) => s,
                             Err(code) => {
                                 let _ = send_error(&mut ws, code, "too many streams").await;
@@ -534,14 +584,21 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
                         let (reply, rx) = oneshot::channel();
                         let req = JoinRequest { peer_id: hello.peer_id, kind: hello.kind, region: hello.region, upload_kbps: hello.upload_kbps };
                         let Some(out) = out_tx.take() else { break "closed" };
-                        if swarm.send(Cmd::Join { req, conn, out, reply }).await.is_err() {
+                        if swarm.send(Cmd::Join { req, feeder, conn, out, reply }).await.is_err() {
                             let _ = send_error(&mut ws, ErrorCode::Internal, "swarm unavailable, retry").await;
                             break "internal";
                         }
                         match rx.await {
-                            Ok(Ok(seat)) => {
+                            Ok(Ok(Admitted::Seat(seat))) => {
                                 info!("joined");
                                 joined = Some(Joined { swarm, seat });
+                            }
+                            Ok(Ok(Admitted::Redirect(cell))) => {
+                                debug!(cell, "redirected");
+                                metrics::counter!("swarmcast_tracker_redirects_total").increment(1);
+                                let _ = ws.send(Message::text(ServerMsg::Redirect { cell }.encode())).await;
+                                let _ = ws.send(Message::Close(None)).await;
+                                break "redirected";
                             }
                             Ok(Err(code)) => {
                                 let _ = send_error(&mut ws, code, match code {
@@ -582,14 +639,83 @@ async fn session(t: Arc<Tracker>, mut ws: WebSocket, conn: ConnId, url_stream: O
     t.sessions.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cmd>) {
+/// A cell hosted here for a stream whose home is elsewhere (or in another
+/// task of this node): a tracker client to the home through the tier URL,
+/// whose records this cell publishes, and the local seat they come from.
+struct Feed {
+    client: crate::client::ClientHandle,
+    events: mpsc::Receiver<crate::client::Event>,
+    stop: CancellationToken,
+    seat: Seat,
+}
+
+impl Feed {
+    /// Joins the stand-in publisher and starts the client (`None` when the
+    /// core refuses the stand-in, which an empty swarm never does).
+    fn start(t: &Tracker, key: &SwarmKey, tier_url: &str, core: &mut Cells) -> Option<Feed> {
+        let (stream, cell) = key;
+        let req = JoinRequest {
+            peer_id: swarmcast_proto::PeerId::new("cell-feed").ok()?,
+            kind: ClientKind::Publisher,
+            region: None,
+            upload_kbps: 0,
+        };
+        let seat = core.join(0, req).ok()?;
+        while core.poll_output().is_some() {}
+        let token = t.key.sign(&swarmcast_proto::Claims {
+            stream: stream.clone(),
+            role: Role::Ingest,
+            expires_at: now_s() + 10 * 365 * 86_400,
+        });
+        let hello = swarmcast_proto::tracker::Hello {
+            token,
+            stream: stream.clone(),
+            peer_id: swarmcast_proto::PeerId::new(format!(
+                "cell-{cell}-{:016x}",
+                rand::random::<u64>()
+            ))
+            .ok()?,
+            kind: ClientKind::Publisher,
+            upload_kbps: 0,
+            region: None,
+            cell: Some(*cell),
+        };
+        let stop = t.shutdown.child_token();
+        let (client, events) = crate::client::start(
+            crate::client::ClientConfig::new(tier_url.to_string(), hello),
+            stop.clone(),
+        );
+        Some(Feed {
+            client,
+            events,
+            stop,
+            seat,
+        })
+    }
+}
+
+async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>) {
     let seed = rand::random::<u64>();
-    let mut core = Cells::new(
-        stream.clone(),
-        t.swarm_cfg.clone(),
-        t.streams.cell_viewers,
-        seed,
-    );
+    let (stream, cell) = key.clone();
+    let mut core = if cell == 0 {
+        let c = Cells::new(
+            stream.clone(),
+            t.swarm_cfg.clone(),
+            t.streams.cell_viewers,
+            seed,
+        );
+        if t.streams.tier_url.is_some() {
+            c.spread()
+        } else {
+            c
+        }
+    } else {
+        Cells::new(stream.clone(), t.swarm_cfg.clone(), 0, seed)
+    };
+    let mut feed = match (&t.streams.tier_url, cell) {
+        (Some(url), 1..) => Feed::start(&t, &key, url, &mut core),
+        _ => None,
+    };
     let mut conns: Vec<Option<(ConnId, mpsc::Sender<Utf8Bytes>)>> = Vec::new();
     let epoch = Instant::now();
     let now_ms = || epoch.elapsed().as_millis() as u64;
@@ -613,9 +739,12 @@ async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cm
                 let Some(cmd) = cmd else { break };
                 let now = now_ms();
                 match cmd {
-                    Cmd::Join { req, conn, out, reply } => {
-                        let r = core.join(now, req);
-                        if let Ok(seat) = r {
+                    Cmd::Join { req, feeder, conn, out, reply } => {
+                        let r = match feeder {
+                            Some(k) => core.join_feeder(req.peer_id, k).map(Admitted::Seat),
+                            None => core.admit(now, req),
+                        };
+                        if let Ok(Admitted::Seat(seat)) = r {
                             let i = seat as usize;
                             if conns.len() <= i {
                                 conns.resize_with(i + 1, || None);
@@ -637,19 +766,44 @@ async fn swarm_task(t: Arc<Tracker>, stream: StreamId, mut rx: mpsc::Receiver<Cm
                         }
                     }
                     Cmd::Stats { reply } => {
-                        let _ = reply.send(core.stats());
+                        let mut s = core.stats();
+                        s.cell = cell;
+                        let _ = reply.send(s);
                     }
                 }
             }
             _ = sleep => core.handle_timeout(now_ms()),
+            // The home's records, published into this cell.
+            ev = async { match feed.as_mut() { Some(f) => f.events.recv().await, None => std::future::pending().await } } => {
+                match (ev, feed.as_ref()) {
+                    (Some(crate::client::Event::Message(ServerMsg::Segment { meta })), Some(f)) => {
+                        core.handle(now_ms(), f.seat, ClientMsg::Publish { meta });
+                    }
+                    (Some(crate::client::Event::Disconnected { reason, fatal }), _) => {
+                        warn!(reason, fatal, "cell feed from the stream's home interrupted");
+                    }
+                    (None, _) => feed = None,
+                    _ => {}
+                }
+            }
             _ = tick.tick() => {
-                export_gauges(&stream, &core);
-                if core.is_empty() {
+                export_gauges(&stream, cell, &core);
+                // A hosted cell counts its members to the home; its
+                // stand-in publisher is not one.
+                let stand_in = usize::from(feed.is_some());
+                if let Some(f) = &feed {
+                    let members = core.len().saturating_sub(stand_in) as u32;
+                    f.client.try_send(ClientMsg::CellReport { members });
+                }
+                if core.len() <= stand_in {
                     let since = *empty_since.get_or_insert_with(Instant::now);
                     if since.elapsed() > Duration::from_secs(60) && rx.is_empty() {
                         // Unregister, then drain what raced in before stopping.
                         rx.close();
-                        t.swarms.remove_if(&stream, |_, tx| tx.is_closed());
+                        t.swarms.remove_if(&key, |_, tx| tx.is_closed());
+                        if let Some(f) = feed.take() {
+                            f.stop.cancel();
+                        }
                         while let Ok(cmd) = rx.try_recv() {
                             if let Cmd::Join { reply, .. } = cmd {
                                 let _ = reply.send(Err(ErrorCode::Internal));
@@ -767,22 +921,30 @@ fn export_counters(
 }
 
 /// Per-stream gauges (once a second: computing them walks the swarm).
-fn export_gauges(stream: &StreamId, core: &Cells) {
+fn export_gauges(stream: &StreamId, cell: u32, core: &Cells) {
     let s = core.stats();
     let id = stream.to_string();
-    metrics::gauge!("swarmcast_tracker_cells", "stream" => id.clone()).set(s.cells.len() as f64);
-    metrics::gauge!("swarmcast_tracker_viewers", "stream" => id.clone()).set(f64::from(s.viewers));
-    metrics::gauge!("swarmcast_tracker_offload_ratio", "stream" => id.clone()).set(s.offload);
-    metrics::gauge!("swarmcast_tracker_http_bytes", "stream" => id.clone())
-        .set(s.http_bytes as f64);
-    metrics::gauge!("swarmcast_tracker_p2p_bytes", "stream" => id.clone()).set(s.p2p_bytes as f64);
-    metrics::gauge!("swarmcast_tracker_stalls", "stream" => id.clone()).set(s.stalls as f64);
-    if let Some(v) = s.spread_50_ms_median {
-        metrics::gauge!("swarmcast_tracker_spread_ms", "stream" => id.clone(), "share" => "0.5")
-            .set(v as f64);
+    let c = cell.to_string();
+    let labels = [("stream", id), ("cell", c)];
+    if cell == 0 {
+        metrics::gauge!("swarmcast_tracker_cells", &labels).set(s.cells.len() as f64);
     }
-    if let Some(v) = s.spread_95_ms_median {
-        metrics::gauge!("swarmcast_tracker_spread_ms", "stream" => id, "share" => "0.95")
+    metrics::gauge!("swarmcast_tracker_viewers", &labels).set(f64::from(s.viewers));
+    metrics::gauge!("swarmcast_tracker_offload_ratio", &labels).set(s.offload);
+    metrics::gauge!("swarmcast_tracker_http_bytes", &labels).set(s.http_bytes as f64);
+    metrics::gauge!("swarmcast_tracker_p2p_bytes", &labels).set(s.p2p_bytes as f64);
+    metrics::gauge!("swarmcast_tracker_stalls", &labels).set(s.stalls as f64);
+    for (share, v) in [
+        ("0.5", s.spread_50_ms_median),
+        ("0.95", s.spread_95_ms_median),
+    ] {
+        if let Some(v) = v {
+            let [a, b] = labels.clone();
+            metrics::gauge!(
+                "swarmcast_tracker_spread_ms",
+                &[a, b, ("share", share.to_string())]
+            )
             .set(v as f64);
+        }
     }
 }

@@ -43,6 +43,10 @@ pub struct SegmentStats {
 pub struct StreamStats {
     /// The stream.
     pub stream: String,
+    /// The cell this swarm is (0: the stream's home; `k`: cell `k` of a
+    /// stream spread over tracker nodes).
+    #[serde(default)]
+    pub cell: u32,
     /// Viewers (native + browser).
     pub viewers: u32,
     /// Sessions by kind.

@@ -1672,6 +1672,7 @@ impl Swarm {
             first_fetch_assigned: self.counters.first_fetch_assigned,
             first_fetch_replaced: self.counters.first_fetch_replaced,
             cells: Vec::new(),
+            cell: 0,
             segments,
         }
     }

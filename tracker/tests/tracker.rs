@@ -520,6 +520,146 @@ async fn a_large_audience_is_split_into_cells_each_seeded_over_http() {
     assert_eq!(s.published, 1);
 }
 
+impl Ws {
+    /// Connects to `url` (a node's `/v1/ws` with its query).
+    async fn connect_url(url: &str) -> Ws {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Ws { ws }
+    }
+}
+
+#[tokio::test]
+async fn cells_spread_over_nodes_are_fed_by_the_streams_home() {
+    // Node A is the stream's home; node B hosts cell 1 (as a balancer
+    // routing by stream and cell would place it) and feeds it from A.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let home_url = format!("ws://127.0.0.1:{port}/v1/ws");
+    let listen = format!("127.0.0.1:{port}");
+    let common = [
+        "--cell-viewers",
+        "2",
+        "--stripes",
+        "0",
+        "--min-first-fetchers",
+        "1",
+    ];
+    let a =
+        Tracker::start(&[&common[..], &["--listen", &listen, "--tier-url", &home_url]].concat());
+    let b = Tracker::start(&[&common[..], &["--tier-url", &home_url]].concat());
+    let mut origin = Ws::join(&a, "spread", "origin", ClientKind::Publisher, None).await;
+    origin
+        .send(&ClientMsg::Publish {
+            meta: meta("spread", 0),
+        })
+        .await;
+    let _v0 = Ws::join(&a, "spread", "v0", ClientKind::Native, None).await;
+    let _v1 = Ws::join(&a, "spread", "v1", ClientKind::Native, None).await;
+    // The home's cell is full: the next joiner is sent to cell 1.
+    let mut v2 = Ws::connect(&a).await;
+    v2.send(&ClientMsg::Hello(hello(
+        "spread",
+        "v2",
+        ClientKind::Native,
+        None,
+    )))
+    .await;
+    assert_eq!(v2.recv().await, Some(ServerMsg::Redirect { cell: 1 }));
+    v2.closed().await;
+    let cell_url = |t: &Tracker, cell: u32| {
+        swarmcast_proto::tracker::url_for(&t.ws(), &StreamId::new("spread").unwrap(), Some(cell))
+    };
+    let mut v2 = Ws::connect_url(&cell_url(&b, 1)).await;
+    let mut h = hello("spread", "v2", ClientKind::Native, None);
+    h.cell = Some(1);
+    v2.send(&ClientMsg::Hello(h.clone())).await;
+    v2.expect(|m| matches!(m, ServerMsg::Welcome { .. })).await;
+    // B's cell gets the home's records: the one published before, then
+    // each new one, which its only viewer fetches first.
+    v2.expect(|m| matches!(m, ServerMsg::Fetch { meta: x } | ServerMsg::Segment { meta: x } if *x == meta("spread", 0)))
+        .await;
+    origin
+        .send(&ClientMsg::Publish {
+            meta: meta("spread", 1),
+        })
+        .await;
+    v2.expect(|m| matches!(m, ServerMsg::Fetch { meta: x } if *x == meta("spread", 1)))
+        .await;
+    let s = b.get("/v1/streams/spread/stats?cell=1").await;
+    let s: StreamStats = serde_json::from_str(&s).unwrap();
+    assert_eq!((s.cell, s.viewers, s.peers.publisher), (1, 1, 1));
+    // B reports its cell's members to the home: none, once v2 leaves.
+    assert_eq!(a.stats("spread").await.cells, vec![2, 1]);
+    drop(v2);
+    wait_until("the home to hear cell 1 is empty", || async {
+        a.stats("spread").await.cells == vec![2, 0]
+    })
+    .await;
+    // Cell 1 has room for two; then cell 2 opens.
+    for (id, cell) in [("v3", 1), ("v4", 1), ("v5", 2)] {
+        let mut v = Ws::connect(&a).await;
+        v.send(&ClientMsg::Hello(hello(
+            "spread",
+            id,
+            ClientKind::Native,
+            None,
+        )))
+        .await;
+        assert_eq!(v.recv().await, Some(ServerMsg::Redirect { cell }));
+    }
+    // Cells only where the URL says, and never a publisher's.
+    let mut bad = Ws::connect(&b).await;
+    bad.send(&ClientMsg::Hello(h.clone())).await;
+    bad.expect_error(ErrorCode::Forbidden).await;
+    let mut bad = Ws::connect_url(&cell_url(&b, 1)).await;
+    bad.send(&ClientMsg::Hello(hello(
+        "spread",
+        "p",
+        ClientKind::Publisher,
+        None,
+    )))
+    .await;
+    bad.expect_error(ErrorCode::Forbidden).await;
+    assert!(
+        tokio_tungstenite::connect_async(format!("{}?stream=spread&cell=0", b.ws()))
+            .await
+            .is_err()
+    );
+    // The tracker client follows a redirect by itself; here the home also
+    // hosts the cell it names (its --tier-url is itself).
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (_h, mut ev) = client::start(
+        ClientConfig::new(a.ws(), hello("spread", "v6", ClientKind::Native, None)),
+        shutdown.clone(),
+    );
+    assert!(matches!(ev.recv().await, Some(Event::Connected(_))));
+    origin
+        .send(&ClientMsg::Publish {
+            meta: meta("spread", 2),
+        })
+        .await;
+    let got = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(e) = ev.recv().await {
+            if let Event::Message(ServerMsg::Fetch { meta: m } | ServerMsg::Segment { meta: m }) = e
+            {
+                if m == meta("spread", 2) {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(got, Ok(true));
+    let list = a.get("/v1/streams").await;
+    assert!(list.contains("\"cell\":2"), "{list}");
+    assert!(a.metric("swarmcast_tracker_redirects_total").await >= 5.0);
+    shutdown.cancel();
+}
+
 #[tokio::test]
 async fn a_restarted_tracker_rebuilds_its_index_from_reconnecting_clients() {
     let t = Tracker::start(&[]);
