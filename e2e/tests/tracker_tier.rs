@@ -230,6 +230,142 @@ async fn streams_spread_over_tracker_nodes_and_move_when_one_dies() {
     drop(more);
 }
 
+/// Whether a tracker client hears of segment `seq` (as a first fetcher or
+/// not) within `within`.
+async fn heard(v: &mut Viewer, seq: u64, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        while let Some(e) = v.events.recv().await {
+            if let Event::Message(
+                swarmcast_proto::tracker::ServerMsg::Fetch { meta }
+                | swarmcast_proto::tracker::ServerMsg::Segment { meta },
+            ) = e
+                && meta.id.seq == seq
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .unwrap_or(false)
+}
+
+/// Which cells of `stream` each node hosts.
+async fn cells_on(c: &reqwest::Client, node: &str, stream: &str) -> Vec<u64> {
+    let Ok(r) = c.get(format!("http://{node}/v1/streams")).send().await else {
+        return Vec::new();
+    };
+    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["stream"] == stream)
+        .map(|s| s["cell"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cells_spread_over_tracker_nodes_through_the_balancer_and_survive_losing_the_home() {
+    // Cells of one viewer, 16 viewers: 16 cells, each its own key on
+    // nginx's hash ring (the chance that all land on one of two nodes is
+    // about 2^-15). The nodes reach a stream's home through nginx too.
+    let port = free_port();
+    let tier = format!("--tier-url=ws://127.0.0.1:{port}/v1/ws");
+    let args = ["--cell-viewers", "1", "--stripes", "0", &tier];
+    let mut a = Proc::start("swarmcast-tracker", &args, true);
+    let mut b = Proc::start("swarmcast-tracker", &args, true);
+    let lb = Nginx::start_on(
+        port,
+        &[
+            ("tracker-a:7000", &a.1),
+            ("tracker-b:7000", &b.1),
+            ("origin:8080", "127.0.0.1:9"),
+        ],
+    );
+    let c = reqwest::Client::new();
+    let stop = CancellationToken::new();
+    let hello = Hello {
+        token: token("big", Role::Ingest),
+        stream: StreamId::new("big").unwrap(),
+        peer_id: PeerId::new("origin").unwrap(),
+        kind: ClientKind::Publisher,
+        upload_kbps: 0,
+        region: None,
+        cell: None,
+    };
+    let (publisher, mut pub_events) = client::start(
+        ClientConfig::new(format!("ws://{}/v1/ws", lb.addr), hello),
+        stop.clone(),
+    );
+    assert!(matches!(pub_events.recv().await, Some(Event::Connected(_))));
+    let mut viewers = Vec::new();
+    for k in 0..16 {
+        viewers.push(viewer(&lb.addr, "big", &format!("v{k}"), &stop).await);
+    }
+    let publish = |seq: u64| swarmcast_proto::tracker::ClientMsg::Publish {
+        meta: swarmcast_proto::SegmentMeta {
+            id: swarmcast_proto::SegmentId::new(
+                StreamId::new("big").unwrap(),
+                swarmcast_proto::RenditionId::new("360p").unwrap(),
+                seq,
+            ),
+            size: 1000,
+            sha256: swarmcast_proto::Sha256Digest::of(&seq.to_le_bytes()),
+            duration_ms: 2000,
+            published_at_ms: 1,
+            blocks: None,
+        },
+    };
+    publisher.send(publish(0)).await.unwrap();
+    // Every cell, wherever nginx put it, is fed the home's record.
+    for (k, v) in viewers.iter_mut().enumerate() {
+        assert!(
+            heard(v, 0, Duration::from_secs(15)).await,
+            "v{k} never heard of segment 0"
+        );
+    }
+    let (on_a, on_b) = (
+        cells_on(&c, &a.1, "big").await,
+        cells_on(&c, &b.1, "big").await,
+    );
+    eprintln!("cells on a: {on_a:?}, on b: {on_b:?}");
+    let mut all: Vec<u64> = on_a.iter().chain(&on_b).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, (0..16).collect::<Vec<_>>());
+    assert!(
+        !on_a.is_empty() && !on_b.is_empty(),
+        "all cells on one node"
+    );
+    // The home dies: the publisher and the feeders of the other node's
+    // cells reconnect through nginx to the surviving node, which becomes
+    // the home; the cells of the dead node move there with their viewers.
+    let (home, other) = if on_a.contains(&0) {
+        (&mut a, &b)
+    } else {
+        (&mut b, &a)
+    };
+    home.0.kill().unwrap();
+    home.0.wait().unwrap();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), pub_events.recv()).await {
+            Ok(Some(Event::Connected(_))) => break,
+            Ok(Some(_)) => continue,
+            other => panic!("the publisher did not come back: {other:?}"),
+        }
+    }
+    publisher.send(publish(1)).await.unwrap();
+    for (k, v) in viewers.iter_mut().enumerate() {
+        assert!(
+            heard(v, 1, Duration::from_secs(20)).await,
+            "v{k} never heard of segment 1"
+        );
+    }
+    let mut moved = cells_on(&c, &other.1, "big").await;
+    moved.sort_unstable();
+    assert_eq!(moved, (0..16).collect::<Vec<_>>());
+    stop.cancel();
+}
+
 #[tokio::test]
 async fn the_cache_serves_repeated_and_concurrent_segment_requests_once_from_the_origin() {
     let origin = Proc::start(

@@ -128,6 +128,9 @@ export class Swarm extends EventTarget {
   private deferred: ServerMsg[] = [];
   private deferTimer: ReturnType<typeof setTimeout> | undefined;
   private readonly traceLog: TraceEntry[] = [];
+  /** The stream's cell this player was redirected to (a stream spread over tracker nodes). */
+  private cell: number | undefined;
+  private redirects = 0;
   /** Set by the player glue. */
   player = { stalls: 0, waits: 0, stallMs: 0, startupMs: undefined as number | undefined, latencyMs: undefined as number | undefined };
 
@@ -145,7 +148,7 @@ export class Swarm extends EventTarget {
     if (this.stopped) return;
     let ws: WebSocket;
     try {
-      ws = new WebSocket(urlWithStream(this.cfg.tracker, this.cfg.stream));
+      ws = new WebSocket(urlWithStream(this.cfg.tracker, this.cfg.stream, this.cell));
     } catch {
       this.retry();
       return;
@@ -160,6 +163,7 @@ export class Swarm extends EventTarget {
         kind: "browser",
         upload_kbps: this.cfg.httpOnly ? 0 : (this.cfg.uploadKbps ?? 10_000),
         ...(this.cfg.region ? { region: this.cfg.region } : {}),
+        ...(this.cell !== undefined ? { cell: this.cell } : {}),
       });
     };
     ws.onmessage = (m) => {
@@ -195,10 +199,22 @@ export class Swarm extends EventTarget {
 
   private onTracker(msg: ServerMsg): void {
     switch (msg.type) {
+      case "redirect": {
+        // The stream is split into cells over tracker nodes: join the one
+        // named, at once (a loop of redirects falls back to the backoff).
+        this.cell = msg.cell;
+        const ws = this.ws;
+        this.ws = undefined;
+        ws?.close();
+        if (++this.redirects <= 4) this.connect();
+        else this.retry();
+        break;
+      }
       case "welcome":
         if (this.player.startupMs === undefined) startupMark("welcome");
         this.trackerUp = true;
         this.backoff = 250;
+        this.redirects = 0;
         if (msg.config.ice_servers.length > 0) this.iceServers = [...(this.cfg.iceServers ?? []), ...msg.config.ice_servers];
         this.emit("tracker", { connected: true });
         // After a reconnect the tracker relearns what we hold.

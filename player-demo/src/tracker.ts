@@ -48,7 +48,7 @@ export interface StatsReport {
 }
 
 export type ClientMsg =
-  | { type: "hello"; token: string; stream: string; peer_id: string; kind: ClientKind; upload_kbps: number; region?: string }
+  | { type: "hello"; token: string; stream: string; peer_id: string; kind: ClientKind; upload_kbps: number; region?: string; cell?: number }
   | { type: "have"; segments: SegmentRef[] }
   | { type: "lost"; segments: SegmentRef[] }
   | { type: "have_map"; rendition: string; base_seq: number; bitmap: string }
@@ -58,6 +58,7 @@ export type ClientMsg =
   | { type: "signal"; to: string; signal: Signal }
   | { type: "publish"; meta: SegmentMeta }
   | ({ type: "stats" } & StatsReport)
+  | { type: "cell_report"; members: number }
   | { type: "ping"; nonce: number }
   | { type: "pong"; nonce: number };
 
@@ -88,7 +89,11 @@ export type ServerMsg =
   | { type: "stripes"; rendition: string; sources: StripeSource[]; children: string[] }
   | { type: "error"; code: string; message: string }
   | { type: "ping"; nonce: number }
-  | { type: "pong"; nonce: number };
+  | { type: "pong"; nonce: number }
+  | { type: "redirect"; cell: number };
+
+/** Most cells one stream is split into (proto's MAX_CELLS). */
+export const MAX_CELLS = 65_535;
 
 /** Where one stripe of each new segment comes from (native peers' plan; the
  * browser core decodes it and fetches as before). */
@@ -175,18 +180,22 @@ function list(o: Record<string, unknown>, k: string, max = MAX_LIST): unknown[] 
 
 /**
  * The tracker URL a client of `stream` connects to: `url` with `stream=ID`
- * in its query unless it has a `stream` parameter already (as
- * `url_with_stream` in proto/src/tracker.rs): a load balancer in front of
- * several tracker nodes routes by it.
+ * in its query unless it has a `stream` parameter already, and `cell=N`
+ * after a redirect to cell N (as `url_for` in proto/src/tracker.rs): a
+ * load balancer in front of several tracker nodes routes by them.
  */
-export function urlWithStream(url: string, stream: string): string {
+export function urlWithStream(url: string, stream: string, cell?: number): string {
   const hash = url.indexOf("#");
   const base = hash < 0 ? url : url.slice(0, hash);
   const fragment = hash < 0 ? "" : url.slice(hash);
   const q = base.indexOf("?");
-  const has = q >= 0 && base.slice(q + 1).split("&").some((kv) => kv === "stream" || kv.startsWith("stream="));
-  if (has) return url;
-  return `${base}${q >= 0 ? "&" : "?"}stream=${stream}${fragment}`;
+  const path = q < 0 ? base : base.slice(0, q);
+  const is = (kv: string, key: string) => kv === key || kv.startsWith(`${key}=`);
+  // As url_for: a cell already there is replaced, the stream added once.
+  const params = (q < 0 ? "" : base.slice(q + 1)).split("&").filter((kv) => kv !== "" && !is(kv, "cell"));
+  if (!params.some((kv) => is(kv, "stream"))) params.push(`stream=${stream}`);
+  if (cell !== undefined) params.push(`cell=${cell}`);
+  return `${path}${params.length > 0 ? "?" : ""}${params.join("&")}${fragment}`;
 }
 
 export function parseMeta(v: unknown): SegmentMeta {
@@ -328,6 +337,11 @@ export function decodeServer(text: string): ServerMsg {
     case "ping":
     case "pong":
       return { type: o.type, nonce: uint(o, "nonce") };
+    case "redirect": {
+      const cell = uint(o, "cell", MAX_CELLS);
+      if (cell === 0) bad("cell 0 is the stream's home");
+      return { type: "redirect", cell };
+    }
     default:
       return bad("unknown type");
   }
@@ -342,6 +356,7 @@ export function encodeClient(m: ClientMsg): string {
     case "hello":
       Object.assign(body, { token: m.token, stream: m.stream, peer_id: m.peer_id, kind: m.kind, upload_kbps: m.upload_kbps });
       if (m.region !== undefined) body.region = m.region;
+      if (m.cell !== undefined) body.cell = m.cell;
       break;
     case "have":
     case "lost":
@@ -378,6 +393,9 @@ export function encodeClient(m: ClientMsg): string {
       if (m.latency_ms !== undefined) body.latency_ms = m.latency_ms;
       body.peers = m.peers;
       if (m.startup_ms !== undefined) body.startup_ms = m.startup_ms;
+      break;
+    case "cell_report":
+      body.members = m.members;
       break;
     case "ping":
     case "pong":

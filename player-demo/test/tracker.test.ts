@@ -382,4 +382,8 @@ test("the tracker URL names the stream once, as proto's url_with_stream", () => 
   assert.equal(urlWithStream("wss://t/v1/ws?token=x", "ev-1"), "wss://t/v1/ws?token=x&stream=ev-1");
   assert.equal(urlWithStream("ws://t/v1/ws?stream=other", "ev-1"), "ws://t/v1/ws?stream=other");
   assert.equal(urlWithStream("ws://t/v1/ws?streams=1#f", "ev-1"), "ws://t/v1/ws?streams=1&stream=ev-1#f");
+  // After a redirect, the cell too, once (as proto's url_for).
+  assert.equal(urlWithStream("ws://t/v1/ws?token=x", "ev", 3), "ws://t/v1/ws?token=x&stream=ev&cell=3");
+  assert.equal(urlWithStream("ws://t/v1/ws?cell=1&stream=ev#f", "ev", 2), "ws://t/v1/ws?stream=ev&cell=2#f");
+  assert.equal(urlWithStream("ws://t/v1/ws?cells=1", "ev"), "ws://t/v1/ws?cells=1&stream=ev");
 });

@@ -306,6 +306,7 @@ fn tracker() {
         "report_peer",
         "publish",
         "stats",
+        "cell_report",
         "ping",
         "pong",
     ] {
@@ -320,6 +321,7 @@ fn tracker() {
         "stripes",
         "ping",
         "pong",
+        "redirect",
     ] {
         want.insert(format!("server {ty}"));
     }
