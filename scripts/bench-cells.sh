@@ -5,7 +5,7 @@
 #
 # 1. Live: swarmcast-load live with real edge peers on loopback (WebRTC,
 #    no stripes, one first fetcher per mesh): VIEWERS edges as one mesh,
-#    then in cells of CELL. Figures: origin copies per segment, offload,
+#    in cells of CELL, and in cells of CELL spread as over tracker nodes. Figures: origin copies per segment, offload,
 #    stalls, the cells the tracker reports.
 # 2. Simulator, stripe model (the tracker's real Cells and Swarm code):
 #    SIM_VIEWERS viewers with uplinks 1.5x the bitrate, one mesh and cells
@@ -54,13 +54,24 @@ EOF
 
 if [ -z "${SKIP_LIVE:-}" ]; then
   echo "== live: $VIEWERS edge peers, ${SECS} s measured, no stripes"
-  for c in 0 "$CELL"; do
+  # The third row spreads the cells as over tracker nodes: joiners beyond
+  # the first cell are redirected and reconnect with their cell, each cell
+  # a swarm fed from the stream's home through --tier-url (here the same
+  # tracker, so each cell is a task of its own).
+  port=$((20000 + RANDOM % 20000))
+  for run in one cells tier; do
+    case $run in
+      one) extra=(--tracker-arg=--cell-viewers=0); label="one mesh" ;;
+      cells) extra=(--tracker-arg=--cell-viewers="$CELL"); label="cells of $CELL" ;;
+      tier) extra=(--tracker-arg=--cell-viewers="$CELL" --tracker-arg=--listen=127.0.0.1:$port
+                   --tracker-arg=--tier-url=ws://127.0.0.1:$port/v1/ws)
+            label="cells of $CELL, redirected" ;;
+    esac
     "$LOAD" live --viewers "$VIEWERS" --duration "$SECS" --warmup 10 --renditions 360p \
       --mode swarm --tracker-arg=--stripes=0 --tracker-arg=--min-first-fetchers=1 \
-      --tracker-arg=--cell-viewers="$c" --json "$OUT/live-$c.json" >/dev/null 2>"$OUT/live-$c.err" ||
-      { cat "$OUT/live-$c.err"; exit 1; }
-    if [ "$c" = 0 ]; then label="one mesh"; else label="cells of $c"; fi
-    row "$label" "$OUT/live-$c.json" event
+      "${extra[@]}" --json "$OUT/live-$run.json" >/dev/null 2>"$OUT/live-$run.err" ||
+      { cat "$OUT/live-$run.err"; exit 1; }
+    row "$label" "$OUT/live-$run.json" event
   done
 fi
 

@@ -535,12 +535,34 @@ struct SegSeen {
     first_seen: f64,
 }
 
+/// The stream's stats from the tracker; when its cells are spread over
+/// nodes (`--tier-url`, here all on this one tracker), the viewers' counts
+/// and bytes of every cell added to the home's.
 async fn stats(
     client: &reqwest::Client,
     url: &str,
 ) -> Option<swarmcast_tracker::stats::StreamStats> {
-    let body = client.get(url).send().await.ok()?.bytes().await.ok()?;
-    serde_json::from_slice(&body).ok()
+    let get = |u: String| async move {
+        let body = client.get(u).send().await.ok()?.bytes().await.ok()?;
+        serde_json::from_slice::<swarmcast_tracker::stats::StreamStats>(&body).ok()
+    };
+    let mut home = get(url.to_string()).await?;
+    for k in 1..home.cells.len() {
+        let Some(c) = get(format!("{url}?cell={k}")).await else {
+            continue;
+        };
+        home.viewers += c.viewers;
+        home.http_bytes += c.http_bytes;
+        home.p2p_bytes += c.p2p_bytes;
+        home.uploaded_bytes += c.uploaded_bytes;
+        home.stalls += c.stalls;
+        home.stall_ms += c.stall_ms;
+    }
+    let media = home.http_bytes + home.p2p_bytes;
+    if media > 0 {
+        home.offload = home.p2p_bytes as f64 / media as f64;
+    }
+    Some(home)
 }
 
 /// Runs one event and measures it.
