@@ -497,7 +497,9 @@ async fn session(
                     }
                 }
                 // The swarm dropped this session (too slow to read).
-                None => break "slow",
+                // The swarm dropped this session (too slow to read, or its
+                // cell lost the stream's home).
+                None => break "dropped",
             },
             frame = ws.recv() => {
                 let Some(Ok(frame)) = frame else { break "closed" };
@@ -603,6 +605,7 @@ async fn session(
                             Ok(Err(code)) => {
                                 let _ = send_error(&mut ws, code, match code {
                                     ErrorCode::PeerIdTaken => "peer id already in this swarm",
+                                    ErrorCode::Internal => "this cell cannot reach the stream's home; retry",
                                     _ => "swarm is full",
                                 }).await;
                                 break "refused";
@@ -647,6 +650,22 @@ struct Feed {
     events: mpsc::Receiver<crate::client::Event>,
     stop: CancellationToken,
     seat: Seat,
+    /// Connected to the home now.
+    up: bool,
+    /// Since when it is not (the start, or the last disconnect).
+    down_since: Instant,
+}
+
+/// A hosted cell whose feed from the stream's home has been down this long
+/// refuses joins and lets its viewers go (with an error), so that their
+/// players fall back to HTTP with the origin's own records instead of
+/// waiting on a cell that hears of no segment.
+const FEED_GRACE: Duration = Duration::from_secs(5);
+
+impl Feed {
+    fn lost(feed: Option<&Feed>) -> bool {
+        feed.is_none_or(|f| !f.up && f.down_since.elapsed() > FEED_GRACE)
+    }
 }
 
 impl Feed {
@@ -690,6 +709,8 @@ impl Feed {
             events,
             stop,
             seat,
+            up: false,
+            down_since: Instant::now(),
         })
     }
 }
@@ -742,6 +763,7 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
                     Cmd::Join { req, feeder, conn, out, reply } => {
                         let r = match feeder {
                             Some(k) => core.join_feeder(req.peer_id, k).map(Admitted::Seat),
+                            None if cell > 0 && Feed::lost(feed.as_ref()) => Err(ErrorCode::Internal),
                             None => core.admit(now, req),
                         };
                         if let Ok(Admitted::Seat(seat)) = r {
@@ -775,12 +797,20 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
             _ = sleep => core.handle_timeout(now_ms()),
             // The home's records, published into this cell.
             ev = async { match feed.as_mut() { Some(f) => f.events.recv().await, None => std::future::pending().await } } => {
-                match (ev, feed.as_ref()) {
+                match (ev, feed.as_mut()) {
                     (Some(crate::client::Event::Message(ServerMsg::Segment { meta })), Some(f)) => {
                         core.handle(now_ms(), f.seat, ClientMsg::Publish { meta });
                     }
-                    (Some(crate::client::Event::Disconnected { reason, fatal }), _) => {
-                        warn!(reason, fatal, "cell feed from the stream's home interrupted");
+                    (Some(crate::client::Event::Connected(_)), Some(f)) => {
+                        f.up = true;
+                        info!("cell fed from the stream's home");
+                    }
+                    (Some(crate::client::Event::Disconnected { reason, fatal }), Some(f)) => {
+                        if f.up {
+                            warn!(reason, fatal, "cell feed from the stream's home interrupted");
+                            f.down_since = Instant::now();
+                        }
+                        f.up = false;
                     }
                     (None, _) => feed = None,
                     _ => {}
@@ -794,6 +824,9 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
                 if let Some(f) = &feed {
                     let members = core.len().saturating_sub(stand_in) as u32;
                     f.client.try_send(ClientMsg::CellReport { members });
+                }
+                if cell > 0 && Feed::lost(feed.as_ref()) && core.len() > stand_in {
+                    drop_cell(&mut core, &mut conns, feed.as_ref().map(|f| f.seat), now_ms());
                 }
                 if core.len() <= stand_in {
                     let since = *empty_since.get_or_insert_with(Instant::now);
@@ -821,6 +854,39 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
         deliver(&mut core, &mut conns, now_ms());
         export_counters(&core, &mut exported, &mut refused_seen);
     }
+}
+
+/// Lets every session of a hosted cell go, each told why first (its
+/// connection closes once the message is written).
+fn drop_cell(
+    core: &mut Cells,
+    conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes>)>],
+    stand_in: Option<Seat>,
+    now: u64,
+) {
+    let text = Utf8Bytes::from(
+        ServerMsg::error(
+            ErrorCode::Internal,
+            "this cell lost the stream's home; retry",
+        )
+        .encode(),
+    );
+    let mut n = 0;
+    for (seat, c) in conns.iter_mut().enumerate() {
+        if let Some((_, tx)) = c.take() {
+            let _ = tx.try_send(text.clone());
+            if Some(seat as Seat) != stand_in {
+                core.leave(now, seat as Seat);
+                n += 1;
+            }
+        }
+    }
+    warn!(
+        sessions = n,
+        "cell without its feed for {FEED_GRACE:?}: sessions let go"
+    );
+    metrics::counter!("swarmcast_tracker_cell_feed_lost_total").increment(1);
+    while core.poll_output().is_some() {}
 }
 
 /// Sends every queued output; a session whose queue is full is dropped

@@ -661,6 +661,40 @@ async fn cells_spread_over_nodes_are_fed_by_the_streams_home() {
 }
 
 #[tokio::test]
+async fn a_cell_that_cannot_reach_the_streams_home_lets_its_viewers_go() {
+    // The tier URL names a closed port: cell 1 here never hears of a
+    // segment, so after its grace it refuses joins and tells its viewers,
+    // whose players then fall back to HTTP.
+    let t = Tracker::start(&["--tier-url", "ws://127.0.0.1:9/v1/ws"]);
+    let url = swarmcast_proto::tracker::url_for(&t.ws(), &StreamId::new("lost").unwrap(), Some(1));
+    let mut h = hello("lost", "v", ClientKind::Native, None);
+    h.cell = Some(1);
+    let mut v = Ws::connect_url(&url).await;
+    v.send(&ClientMsg::Hello(h.clone())).await;
+    v.expect(|m| matches!(m, ServerMsg::Welcome { .. })).await;
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let told = loop {
+        assert!(Instant::now() < deadline, "the viewer was never let go");
+        match tokio::time::timeout(Duration::from_secs(1), v.ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                if let Ok(ServerMsg::Error { code, .. }) = ServerMsg::decode(t.as_str()) {
+                    break code;
+                }
+            }
+            Ok(Some(Ok(_))) | Err(_) => {}
+            Ok(_) => panic!("closed without a word"),
+        }
+    };
+    assert_eq!(told, ErrorCode::Internal);
+    v.closed().await;
+    h.peer_id = PeerId::new("w").unwrap();
+    let mut w = Ws::connect_url(&url).await;
+    w.send(&ClientMsg::Hello(h)).await;
+    w.expect_error(ErrorCode::Internal).await;
+    assert!(t.metric("swarmcast_tracker_cell_feed_lost_total").await >= 1.0);
+}
+
+#[tokio::test]
 async fn a_restarted_tracker_rebuilds_its_index_from_reconnecting_clients() {
     let t = Tracker::start(&[]);
     let addr = t.addr.clone();
