@@ -57,8 +57,9 @@ export class LiveEvent {
   tracker!: Proc;
   origin!: Proc;
 
-  async start(renditions = "360p"): Promise<void> {
-    this.tracker = await start("swarmcast-tracker", ["--listen", "127.0.0.1:0", "--token-secret", this.secret]);
+  /** `trackerArgs` come after the defaults (a later `--listen` wins). */
+  async start(renditions = "360p", trackerArgs: string[] = []): Promise<void> {
+    this.tracker = await start("swarmcast-tracker", ["--listen", "127.0.0.1:0", "--token-secret", this.secret, ...trackerArgs]);
     this.procs.push(this.tracker);
     this.origin = await start("swarmcast-origin", [
       "--listen", "127.0.0.1:0",
@@ -121,8 +122,10 @@ export class LiveEvent {
       .reduce((s, l) => s + Number(l.slice(l.lastIndexOf(" ") + 1)), 0);
   }
 
-  async stats(): Promise<Record<string, unknown>> {
-    return (await (await fetch(`http://${this.tracker.addr}/v1/streams/test/stats`)).json()) as Record<string, unknown>;
+  /** The tracker's stats of the stream's home, or of its cell `cell`. */
+  async stats(cell?: number): Promise<Record<string, unknown>> {
+    const q = cell === undefined ? "" : `?cell=${cell}`;
+    return (await (await fetch(`http://${this.tracker.addr}/v1/streams/test/stats${q}`)).json()) as Record<string, unknown>;
   }
 
   /** Stops a process (SIGSTOP) until `resume`. */
