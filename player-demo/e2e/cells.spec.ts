@@ -59,8 +59,10 @@ test.describe.serial("cells", () => {
       page.on("pageerror", (e) => console.log(`page error: ${e.stack ?? e.message}`));
       await page.goto(ev.pageUrl());
       pages.push(page);
-      // One at a time: the home fills its cell before the next joins.
-      await sleep(1_500);
+      // One at a time: each joins, and its cell's node reports it to the
+      // home (each second; a joiner redirected in the last 2 s counts on
+      // top of the report), before the next comes.
+      await sleep(3_500);
     }
     await sleep(12_000);
     const before = await Promise.all(pages.map(stats));

@@ -265,6 +265,9 @@ export class Swarm extends EventTarget {
         break;
       case "error":
         this.emit("warning", { message: `tracker: ${msg.code}: ${msg.message}` });
+        // A cell that refuses or lets go of this player (it lost the
+        // stream's home): the next connection asks the home again.
+        if (this.cell !== undefined && !["unauthorized", "token_expired", "unsupported_version", "rate_limited", "unknown_peer"].includes(msg.code)) this.cell = undefined;
         break;
       default:
         break;

@@ -75,20 +75,46 @@ enum Member {
     Feeder { cell: u32 },
 }
 
+/// A redirected joiner counts toward its cell until a report of the cell
+/// made this long (ms) after the redirect, which includes it if it came (a
+/// redirected client reconnects at once)...
+const ARRIVE_MS: u64 = 2_000;
+/// ...or, when no report comes (a cell whose node never took it), this
+/// long.
+const PENDING_MS: u64 = 10_000;
+
+/// A home takes feeders for cells up to this many beyond the highest it
+/// knows: a home that restarted learns its cells from their feeders, and a
+/// viewer naming a made-up cell number far away gets no cell fed.
+pub const CELL_SLACK: u32 = 64;
+
 /// A cell on another tracker node (or another task of this one), as its
 /// feeders report it.
 #[derive(Debug, Default)]
 struct Remote {
     /// Each feeder session's last report (more than one while a cell moves
-    /// between nodes).
+    /// between nodes; 0 until its first).
     reports: Vec<(Seat, u32)>,
-    /// Joiners sent there since its last report.
-    since: u32,
+    /// When each joiner sent there lately was redirected.
+    pending: VecDeque<u64>,
 }
 
 impl Remote {
-    fn members(&self) -> usize {
-        self.reports.iter().map(|&(_, n)| n as usize).sum::<usize>() + self.since as usize
+    fn members(&self) -> u32 {
+        self.reports
+            .iter()
+            .fold(self.pending.len() as u32, |n, &(_, r)| n.saturating_add(r))
+    }
+
+    /// Forgets joiners redirected `age` ms or more before `now`.
+    fn prune(&mut self, now: u64, age: u64) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|&t| t.saturating_add(age) <= now)
+        {
+            self.pending.pop_front();
+        }
     }
 }
 
@@ -120,9 +146,9 @@ pub struct Cells {
     out: VecDeque<Output>,
     /// Joins refused before reaching a cell, by error code.
     refused: BTreeMap<&'static str, u64>,
-    /// Cells beyond cell 0 live elsewhere (`--tier-url`): `Some`, with
-    /// cell `k` at index `k - 1`.
-    remote: Option<Vec<Remote>>,
+    /// Cells beyond cell 0 live elsewhere (`--tier-url`): `Some`, by cell
+    /// number (only cells with a feeder or a recent joiner).
+    remote: Option<BTreeMap<u32, Remote>>,
     feeders: usize,
     redirects: u64,
 }
@@ -156,7 +182,7 @@ impl Cells {
     /// node that takes it connects back here as a feeder
     /// ([`Cells::join_feeder`]).
     pub fn spread(mut self) -> Self {
-        self.remote = Some(Vec::new());
+        self.remote = Some(BTreeMap::new());
         self
     }
 
@@ -183,46 +209,61 @@ impl Cells {
         {
             return Err(self.refuse(ErrorCode::PeerIdTaken));
         }
-        let cap = self.cell_viewers;
+        let cap = u32::try_from(self.cell_viewers).unwrap_or(u32::MAX);
         let Some(remote) = self.remote.as_mut() else {
             return Err(ErrorCode::Internal);
         };
+        for r in remote.values_mut() {
+            r.prune(now, PENDING_MS);
+        }
+        remote.retain(|_, r| !(r.reports.is_empty() && r.pending.is_empty()));
         let best = remote
             .iter()
-            .enumerate()
             .filter(|(_, r)| r.members() < cap)
-            .min_by_key(|(i, r)| (r.members(), *i))
-            .map(|(i, _)| i);
-        let i = match best {
-            Some(i) => i,
-            None if remote.len() < MAX_CELLS as usize => {
-                remote.push(Remote::default());
-                remote.len() - 1
+            .min_by_key(|(k, r)| (r.members(), **k))
+            .map(|(k, _)| *k);
+        let k = match best {
+            Some(k) => k,
+            // A new cell: the lowest number not in use.
+            None => {
+                let mut k = 1;
+                for &used in remote.keys() {
+                    if used != k {
+                        break;
+                    }
+                    k += 1;
+                }
+                if k > MAX_CELLS {
+                    return Err(self.refuse(ErrorCode::Overloaded));
+                }
+                k
             }
-            None => return Err(self.refuse(ErrorCode::Overloaded)),
         };
-        remote[i].since += 1;
+        remote.entry(k).or_default().pending.push_back(now);
         self.redirects += 1;
-        Ok(Admitted::Redirect(i as u32 + 1))
+        Ok(Admitted::Redirect(k))
     }
 
     /// Admits a tracker node that feeds remote cell `cell`: it is welcomed,
     /// given the recent records, then every record cell 0 takes.
     pub fn join_feeder(&mut self, peer_id: PeerId, cell: u32) -> Result<Seat, ErrorCode> {
-        let Some(remote) = self.remote.as_mut() else {
+        let Some(remote) = self.remote.as_ref() else {
             return Err(self.refuse(ErrorCode::Forbidden));
         };
         if cell == 0 || cell > MAX_CELLS {
             return Err(self.refuse(ErrorCode::Malformed));
         }
-        let i = cell as usize - 1;
-        if remote.len() <= i {
-            remote.resize_with(i + 1, Remote::default);
+        let highest = remote.keys().next_back().copied().unwrap_or(0);
+        if cell > highest.saturating_add(CELL_SLACK) {
+            return Err(self.refuse(ErrorCode::Forbidden));
         }
         let seat = self.free.pop().unwrap_or_else(|| {
             self.seats.push(None);
             (self.seats.len() - 1) as Seat
         });
+        if let Some(remote) = self.remote.as_mut() {
+            remote.entry(cell).or_default().reports.push((seat, 0));
+        }
         self.seats[seat as usize] = Some(Member::Feeder { cell });
         self.feeders += 1;
         let welcome = ServerMsg::Welcome {
@@ -250,7 +291,18 @@ impl Cells {
         Ok(seat)
     }
 
-    fn feeder_seats(&self) -> Vec<Seat> {
+    /// Feeders of remote cells connected.
+    pub fn feeder_count(&self) -> usize {
+        self.feeders
+    }
+
+    /// Publishers connected.
+    pub fn publisher_count(&self) -> usize {
+        self.publishers
+    }
+
+    /// The seats of the feeders of remote cells.
+    pub fn feeder_seats(&self) -> Vec<Seat> {
         if self.feeders == 0 {
             return Vec::new();
         }
@@ -530,15 +582,17 @@ impl Cells {
                 self.recent.push_back(meta);
             }
             Some(Some(Member::Feeder { cell })) => {
-                let i = *cell as usize - 1;
+                let cell = *cell;
+                // No cell holds more than the stream's session cap.
+                let most = u32::try_from(self.cfg.max_peers).unwrap_or(u32::MAX);
                 match msg {
                     ClientMsg::CellReport { members } => {
-                        if let Some(r) = self.remote.as_mut().and_then(|r| r.get_mut(i)) {
+                        if let Some(r) = self.remote.as_mut().and_then(|r| r.get_mut(&cell)) {
+                            r.prune(now, ARRIVE_MS);
                             match r.reports.iter_mut().find(|(s, _)| *s == seat) {
-                                Some(x) => x.1 = members,
-                                None => r.reports.push((seat, members)),
+                                Some(x) => x.1 = members.min(most),
+                                None => r.reports.push((seat, members.min(most))),
                             }
-                            r.since = 0;
                         }
                     }
                     // Pings are answered by the session; nothing else is
@@ -579,9 +633,13 @@ impl Cells {
             }
             Member::Feeder { cell } => {
                 self.feeders -= 1;
-                let i = cell as usize - 1;
-                if let Some(r) = self.remote.as_mut().and_then(|r| r.get_mut(i)) {
-                    r.reports.retain(|&(s, _)| s != seat);
+                if let Some(remote) = self.remote.as_mut() {
+                    if let Some(r) = remote.get_mut(&cell) {
+                        r.reports.retain(|&(s, _)| s != seat);
+                        if r.reports.is_empty() && r.pending.is_empty() {
+                            remote.remove(&cell);
+                        }
+                    }
                 }
             }
         }
@@ -651,10 +709,10 @@ impl Cells {
             _ => merge(&per_cell),
         };
         all.cells = per_cell.iter().map(|s| s.viewers + s.peers.relay).collect();
-        // Remote cells as their feeders last reported them.
-        for r in self.remote.iter().flatten() {
-            all.cells
-                .push(r.reports.iter().map(|&(_, n)| n).sum::<u32>() + r.since);
+        // Remote cells by number, as their feeders last reported them
+        // (with the joiners sent there lately).
+        for r in self.remote.iter().flat_map(BTreeMap::values) {
+            all.cells.push(r.members());
         }
         all
     }
@@ -1118,19 +1176,43 @@ mod tests {
             !out.iter()
                 .any(|(s, m)| *s == feeder && matches!(m, ServerMsg::Fetch { .. }))
         );
-        // It reports one member: cell 1 has room again.
+        // It reports one member; the two sent there count until they have
+        // had time to arrive (10 s), then only the report does.
         c.handle(3, feeder, ClientMsg::CellReport { members: 1 });
-        assert_eq!(c.stats().cells, vec![2, 1, 1]);
-        assert_eq!(admit(&mut c, "f"), Admitted::Redirect(1));
+        assert_eq!(c.stats().cells, vec![2, 3, 1]);
+        let later = |c: &mut Cells, id: &str| c.admit(20_000, req(id, ClientKind::Native)).unwrap();
+        assert_eq!(later(&mut c, "f"), Admitted::Redirect(1));
+        assert_eq!(c.stats().cells, vec![2, 2], "cell 2 never came: forgotten");
+        // A report is clamped to the stream's cap.
+        c.handle(3, feeder, ClientMsg::CellReport { members: u32::MAX });
+        assert_eq!(c.stats().cells, vec![2, 20_001]);
+        c.handle(3, feeder, ClientMsg::CellReport { members: 1 });
         // A feeder says nothing else.
         c.handle(3, feeder, ClientMsg::WantPeers { count: 3 });
         assert!(
             matches!(&drain(&mut c)[..], [(s, ServerMsg::Error { code: ErrorCode::Forbidden, .. })] if *s == feeder)
         );
-        // Gone, its report goes with it; the stream keeps the home's own.
+        // Feeders only for cells near those the home knows: a made-up far
+        // one is refused, and allocates nothing.
+        let far = crate::cells::CELL_SLACK + 2;
+        assert_eq!(
+            c.join_feeder(PeerId::new("far").unwrap(), far),
+            Err(ErrorCode::Forbidden)
+        );
+        assert_eq!(
+            c.join_feeder(PeerId::new("zero").unwrap(), 0),
+            Err(ErrorCode::Malformed)
+        );
+        let near = c.join_feeder(PeerId::new("near").unwrap(), 3).unwrap();
+        assert_eq!(c.stats().cells, vec![2, 2, 0]);
+        // Gone, its report goes with it, and an empty cell number is
+        // reused: the next new cell is 2, the lowest free one.
+        c.leave(4, near);
         c.leave(4, feeder);
-        assert_eq!(c.stats().cells, vec![2, 1, 1]);
+        assert_eq!(c.stats().cells, vec![2, 1]);
         assert_eq!(c.len(), 3);
+        assert_eq!(later(&mut c, "g"), Admitted::Redirect(1));
+        assert_eq!(later(&mut c, "h"), Admitted::Redirect(2));
         // Without spread cells, nobody is redirected and no feeder joins.
         let mut local = cells(2);
         assert_eq!(

@@ -240,10 +240,20 @@ async fn run(
                     .await;
                 return;
             }
-            Outcome::Retry { reason, joined } => {
+            Outcome::Retry {
+                reason,
+                joined,
+                home,
+            } => {
                 if joined {
                     backoff = cfg.backoff_min;
                     redirects = 0;
+                }
+                if home {
+                    // The cell refused or let go of this session: ask the
+                    // stream's home again (it names a cell that works).
+                    debug!(reason, "leaving the cell for the stream's home");
+                    cfg.hello.cell = None;
                 }
                 let _ = events
                     .send(Event::Disconnected {
@@ -284,7 +294,12 @@ enum Outcome {
     Stop,
     Fatal(String),
     Redirect(u32),
-    Retry { reason: String, joined: bool },
+    Retry {
+        reason: String,
+        joined: bool,
+        /// Back to the stream's home (leave the cell).
+        home: bool,
+    },
 }
 
 async fn connection(
@@ -294,7 +309,12 @@ async fn connection(
     held: &mut Held,
     shutdown: &CancellationToken,
 ) -> Outcome {
-    let retry = |reason: String, joined: bool| Outcome::Retry { reason, joined };
+    let retry = |reason: String, joined: bool| Outcome::Retry {
+        reason,
+        joined,
+        home: false,
+    };
+    let in_cell = url_cell(&cfg.hello).is_some();
     let ws = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_tungstenite::connect_async(url_for(
@@ -333,9 +353,14 @@ async fn connection(
             use swarmcast_proto::tracker::ErrorCode::*;
             let reason = format!("{code:?}: {message}");
             return match code {
-                Unauthorized | TokenExpired | Forbidden | UnsupportedVersion => {
-                    Outcome::Fatal(reason)
-                }
+                Unauthorized | TokenExpired | UnsupportedVersion => Outcome::Fatal(reason),
+                // A cell that will not take us: back to the home.
+                _ if in_cell => Outcome::Retry {
+                    reason,
+                    joined: false,
+                    home: true,
+                },
+                Forbidden => Outcome::Fatal(reason),
                 _ => retry(reason, false),
             };
         }
@@ -387,6 +412,10 @@ async fn connection(
                 None => return retry("tracker closed the connection".into(), true),
                 Some(Err(e)) => return retry(e.to_string(), true),
                 Some(Ok(Message::Text(t))) => match ServerMsg::decode(t.as_str()) {
+                    // The cell lost the stream's home and lets us go.
+                    Ok(ServerMsg::Error { code: swarmcast_proto::tracker::ErrorCode::Internal, message }) if in_cell => {
+                        return Outcome::Retry { reason: message, joined: true, home: true };
+                    }
                     Ok(m) => {
                         if events.send(Event::Message(m)).await.is_err() {
                             return Outcome::Stop;

@@ -554,6 +554,10 @@ async fn session(
                             let _ = send_error(&mut ws, ErrorCode::Forbidden, "the hello names another stream than the URL's ?stream=").await;
                             break "wrong_stream";
                         }
+                        if let Err(e) = t.key.verify(&hello.token, &hello.stream, role, now_s()) {
+                            let _ = send_error(&mut ws, e.code(), &e.to_string()).await;
+                            break "unauthorized";
+                        }
                         // A publisher naming a cell on the home URL is a
                         // node feeding that cell; anyone else's hello names
                         // the URL's cell.
@@ -568,10 +572,6 @@ async fn session(
                                 _ => "this tracker does not host cells (no --tier-url)",
                             }).await;
                             break "wrong_cell";
-                        }
-                        if let Err(e) = t.key.verify(&hello.token, &hello.stream, role, now_s()) {
-                            let _ = send_error(&mut ws, e.code(), &e.to_string()).await;
-                            break "unauthorized";
                         }
                         let span = tracing::Span::current();
                         span.record("stream", field::display(&hello.stream));
@@ -605,7 +605,10 @@ async fn session(
                             Ok(Err(code)) => {
                                 let _ = send_error(&mut ws, code, match code {
                                     ErrorCode::PeerIdTaken => "peer id already in this swarm",
-                                    ErrorCode::Internal => "this cell cannot reach the stream's home; retry",
+                                    ErrorCode::Internal if url_cell.is_some() => "this cell cannot reach the stream's home; retry",
+                                    ErrorCode::Internal => "swarm unavailable, retry",
+                                    ErrorCode::Forbidden => "this home never opened that cell",
+                                    ErrorCode::Malformed => "no such cell",
                                     _ => "swarm is full",
                                 }).await;
                                 break "refused";
@@ -654,6 +657,8 @@ struct Feed {
     up: bool,
     /// Since when it is not (the start, or the last disconnect).
     down_since: Instant,
+    /// The client stopped for good (the home refused the feeder).
+    ended: bool,
 }
 
 /// A hosted cell whose feed from the stream's home has been down this long
@@ -664,7 +669,7 @@ const FEED_GRACE: Duration = Duration::from_secs(5);
 
 impl Feed {
     fn lost(feed: Option<&Feed>) -> bool {
-        feed.is_none_or(|f| !f.up && f.down_since.elapsed() > FEED_GRACE)
+        feed.is_none_or(|f| f.ended || (!f.up && f.down_since.elapsed() > FEED_GRACE))
     }
 }
 
@@ -711,6 +716,7 @@ impl Feed {
             seat,
             up: false,
             down_since: Instant::now(),
+            ended: false,
         })
     }
 }
@@ -743,6 +749,7 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut empty_since: Option<Instant> = None;
+    let mut no_publisher_since: Option<Instant> = None;
     let mut refused_seen = std::collections::BTreeMap::new();
     let mut exported = crate::swarm::Counters::default();
     loop {
@@ -806,13 +813,14 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
                         info!("cell fed from the stream's home");
                     }
                     (Some(crate::client::Event::Disconnected { reason, fatal }), Some(f)) => {
-                        if f.up {
+                        if f.up || fatal {
                             warn!(reason, fatal, "cell feed from the stream's home interrupted");
                             f.down_since = Instant::now();
                         }
                         f.up = false;
+                        f.ended |= fatal;
                     }
-                    (None, _) => feed = None,
+                    (None, Some(f)) => f.ended = true,
                     _ => {}
                 }
             }
@@ -826,11 +834,36 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
                     f.client.try_send(ClientMsg::CellReport { members });
                 }
                 if cell > 0 && Feed::lost(feed.as_ref()) && core.len() > stand_in {
-                    drop_cell(&mut core, &mut conns, feed.as_ref().map(|f| f.seat), now_ms());
+                    let text = "this cell lost the stream's home; retry";
+                    let n = let_go(&mut core, &mut conns, feed.as_ref().map(|f| f.seat), text, now_ms());
+                    warn!(sessions = n, "cell without its feed from the stream's home: sessions let go");
+                    metrics::counter!("swarmcast_tracker_cell_feed_lost_total").increment(1);
                 }
+                // A home that has had no publisher for a while lets its
+                // feeders go: they reconnect through the balancer to the
+                // node that is the stream's home now (after a failover
+                // flap, the publisher may be there).
+                if cell == 0 && core.feeder_count() > 0 && core.publisher_count() == 0 {
+                    let since = *no_publisher_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > STALE_HOME {
+                        let feeders = core.feeder_seats();
+                        let text = "this node no longer has the stream's publisher; reconnect";
+                        let_go_seats(&mut core, &mut conns, &feeders, text, now_ms());
+                        metrics::counter!("swarmcast_tracker_stale_home_feeders_released_total")
+                            .increment(feeders.len() as u64);
+                        info!(feeders = feeders.len(), "no publisher for {STALE_HOME:?}: feeders let go");
+                        no_publisher_since = None;
+                    }
+                } else {
+                    no_publisher_since = None;
+                }
+                let ended = feed.as_ref().is_some_and(|f| f.ended);
                 if core.len() <= stand_in {
                     let since = *empty_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > Duration::from_secs(60) && rx.is_empty() {
+                    // A cell whose feed ended goes at once: joins there are
+                    // refused anyway.
+                    let linger = if ended { Duration::ZERO } else { Duration::from_secs(60) };
+                    if since.elapsed() >= linger && rx.is_empty() {
                         // Unregister, then drain what raced in before stopping.
                         rx.close();
                         t.swarms.remove_if(&key, |_, tx| tx.is_closed());
@@ -856,37 +889,43 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
     }
 }
 
-/// Lets every session of a hosted cell go, each told why first (its
-/// connection closes once the message is written).
-fn drop_cell(
+/// A home with feeders and no publisher for this long lets the feeders go.
+const STALE_HOME: Duration = Duration::from_secs(10);
+
+/// Lets every session go but `keep` (the stand-in publisher, which has no
+/// connection), each told why first; returns how many went.
+fn let_go(
     core: &mut Cells,
     conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes>)>],
-    stand_in: Option<Seat>,
+    keep: Option<Seat>,
+    why: &str,
+    now: u64,
+) -> usize {
+    let seats: Vec<Seat> = (0..conns.len() as Seat)
+        .filter(|&s| Some(s) != keep && conns[s as usize].is_some())
+        .collect();
+    let_go_seats(core, conns, &seats, why, now);
+    seats.len()
+}
+
+/// Lets these sessions go, each told why first with an `internal` error
+/// (its connection closes once the message is written; clients retry).
+fn let_go_seats(
+    core: &mut Cells,
+    conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes>)>],
+    seats: &[Seat],
+    why: &str,
     now: u64,
 ) {
-    let text = Utf8Bytes::from(
-        ServerMsg::error(
-            ErrorCode::Internal,
-            "this cell lost the stream's home; retry",
-        )
-        .encode(),
-    );
-    let mut n = 0;
-    for (seat, c) in conns.iter_mut().enumerate() {
-        if let Some((_, tx)) = c.take() {
+    let text = Utf8Bytes::from(ServerMsg::error(ErrorCode::Internal, why).encode());
+    for &seat in seats {
+        if let Some((_, tx)) = conns.get_mut(seat as usize).and_then(Option::take) {
             let _ = tx.try_send(text.clone());
-            if Some(seat as Seat) != stand_in {
-                core.leave(now, seat as Seat);
-                n += 1;
-            }
         }
+        core.leave(now, seat);
     }
-    warn!(
-        sessions = n,
-        "cell without its feed for {FEED_GRACE:?}: sessions let go"
-    );
-    metrics::counter!("swarmcast_tracker_cell_feed_lost_total").increment(1);
-    while core.poll_output().is_some() {}
+    // What the cores said of them goes to sessions that stay.
+    deliver(core, conns, now);
 }
 
 /// Sends every queued output; a session whose queue is full is dropped

@@ -591,8 +591,13 @@ async fn cells_spread_over_nodes_are_fed_by_the_streams_home() {
     let s = b.get("/v1/streams/spread/stats?cell=1").await;
     let s: StreamStats = serde_json::from_str(&s).unwrap();
     assert_eq!((s.cell, s.viewers, s.peers.publisher), (1, 1, 1));
-    // B reports its cell's members to the home: none, once v2 leaves.
-    assert_eq!(a.stats("spread").await.cells, vec![2, 1]);
+    // B reports its cell's members to the home: v2 (once the report is
+    // 2 s younger than v2's redirect, only the report counts it), then
+    // none once v2 leaves.
+    wait_until("the home to hear of v2 in cell 1", || async {
+        a.stats("spread").await.cells == vec![2, 1]
+    })
+    .await;
     drop(v2);
     wait_until("the home to hear cell 1 is empty", || async {
         a.stats("spread").await.cells == vec![2, 0]
@@ -656,7 +661,16 @@ async fn cells_spread_over_nodes_are_fed_by_the_streams_home() {
     assert_eq!(got, Ok(true));
     let list = a.get("/v1/streams").await;
     assert!(list.contains("\"cell\":2"), "{list}");
-    assert!(a.metric("swarmcast_tracker_redirects_total").await >= 5.0);
+    assert_eq!(a.metric("swarmcast_tracker_redirects_total").await, 5.0);
+    // A home without its publisher for 10 s lets its feeders go (they
+    // reconnect through the tier URL to wherever the home is now).
+    drop(origin);
+    wait_until("the stale home to let its feeders go", || async {
+        a.metric("swarmcast_tracker_stale_home_feeders_released_total")
+            .await
+            >= 1.0
+    })
+    .await;
     shutdown.cancel();
 }
 
@@ -692,6 +706,64 @@ async fn a_cell_that_cannot_reach_the_streams_home_lets_its_viewers_go() {
     w.send(&ClientMsg::Hello(h)).await;
     w.expect_error(ErrorCode::Internal).await;
     assert!(t.metric("swarmcast_tracker_cell_feed_lost_total").await >= 1.0);
+}
+
+#[tokio::test]
+async fn a_made_up_cell_is_refused_by_the_home_and_its_viewer_goes_home() {
+    // One node that is the home and hosts cells (its --tier-url is itself).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let tier = format!("ws://{listen}/v1/ws");
+    let t = Tracker::start(&[
+        "--listen",
+        &listen,
+        "--tier-url",
+        &tier,
+        "--cell-viewers",
+        "2",
+    ]);
+    let _origin = Ws::join(&t, "made", "origin", ClientKind::Publisher, None).await;
+    // A viewer names cell 1000, which the home never opened: the home
+    // refuses the cell's feeder, and the cell lets its viewer go at once
+    // and is removed.
+    let url =
+        swarmcast_proto::tracker::url_for(&t.ws(), &StreamId::new("made").unwrap(), Some(1000));
+    let mut h = hello("made", "v", ClientKind::Native, None);
+    h.cell = Some(1000);
+    let mut v = Ws::connect_url(&url).await;
+    v.send(&ClientMsg::Hello(h.clone())).await;
+    v.expect_error(ErrorCode::Internal).await;
+    v.closed().await;
+    wait_until("the made-up cell to go", || async {
+        !t.get("/v1/streams").await.contains("\"cell\":1000")
+    })
+    .await;
+    assert!(
+        t.metric("swarmcast_tracker_refused_total{code=\"forbidden\"}")
+            .await
+            >= 1.0
+    );
+    // The tracker client in such a cell goes back to the home, which
+    // seats it in its own cell.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let (_c, mut ev) = client::start(ClientConfig::new(t.ws(), h), shutdown.clone());
+    let joined = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            match ev.recv().await {
+                Some(Event::Connected(_)) if t.stats("made").await.viewers == 1 => return true,
+                Some(_) => {}
+                None => return false,
+            }
+        }
+    })
+    .await;
+    assert_eq!(joined, Ok(true));
+    assert_eq!(t.stats("made").await.cells, vec![1]);
+    shutdown.cancel();
 }
 
 #[tokio::test]
