@@ -96,14 +96,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The streams a tracker node holds sessions of.
-async fn streams_on(c: &reqwest::Client, node: &str) -> Vec<(String, u64)> {
+/// A tracker node's `/v1/streams` (nothing when it does not answer).
+async fn listed(c: &reqwest::Client, node: &str) -> Vec<serde_json::Value> {
     let Ok(r) = c.get(format!("http://{node}/v1/streams")).send().await else {
         return Vec::new();
     };
-    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-    v.as_array()
-        .unwrap()
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
+/// The streams a tracker node holds sessions of.
+async fn streams_on(c: &reqwest::Client, node: &str) -> Vec<(String, u64)> {
+    listed(c, node)
+        .await
         .iter()
         .map(|s| {
             (
@@ -250,14 +254,10 @@ async fn heard(v: &mut Viewer, seq: u64, within: Duration) -> bool {
     .unwrap_or(false)
 }
 
-/// Which cells of `stream` each node hosts.
+/// Which cells of `stream` a node hosts.
 async fn cells_on(c: &reqwest::Client, node: &str, stream: &str) -> Vec<u64> {
-    let Ok(r) = c.get(format!("http://{node}/v1/streams")).send().await else {
-        return Vec::new();
-    };
-    let v: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-    v.as_array()
-        .unwrap()
+    listed(c, node)
+        .await
         .iter()
         .filter(|s| s["stream"] == stream)
         .map(|s| s["cell"].as_u64().unwrap())

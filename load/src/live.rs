@@ -535,32 +535,27 @@ struct SegSeen {
     first_seen: f64,
 }
 
-/// The stream's stats from the tracker; when its cells are spread over
-/// nodes (`--tier-url`, here all on this one tracker), the viewers' counts
-/// and bytes of every cell added to the home's.
+/// The stream's stats from the tracker (`url`: its
+/// `/v1/streams/{stream}/stats`); when its cells are spread over nodes
+/// (`--tier-url`, here all on this one tracker), the audience of every
+/// other cell of the stream the tracker lists added to the home's.
 async fn stats(
     client: &reqwest::Client,
     url: &str,
 ) -> Option<swarmcast_tracker::stats::StreamStats> {
-    let get = |u: String| async move {
-        let body = client.get(u).send().await.ok()?.bytes().await.ok()?;
-        serde_json::from_slice::<swarmcast_tracker::stats::StreamStats>(&body).ok()
-    };
-    let mut home = get(url.to_string()).await?;
-    for k in 1..home.cells.len() {
-        let Some(c) = get(format!("{url}?cell={k}")).await else {
-            continue;
-        };
-        home.viewers += c.viewers;
-        home.http_bytes += c.http_bytes;
-        home.p2p_bytes += c.p2p_bytes;
-        home.uploaded_bytes += c.uploaded_bytes;
-        home.stalls += c.stalls;
-        home.stall_ms += c.stall_ms;
+    use swarmcast_tracker::stats::StreamStats;
+    async fn get<T: serde::de::DeserializeOwned>(c: &reqwest::Client, u: &str) -> Option<T> {
+        let body = c.get(u).send().await.ok()?.bytes().await.ok()?;
+        serde_json::from_slice(&body).ok()
     }
-    let media = home.http_bytes + home.p2p_bytes;
-    if media > 0 {
-        home.offload = home.p2p_bytes as f64 / media as f64;
+    let mut home: StreamStats = get(client, url).await?;
+    if home.cells.len() > 1 {
+        let list = url.rsplitn(3, '/').nth(2).unwrap_or(url);
+        let all: Vec<StreamStats> = get(client, list).await.unwrap_or_default();
+        let stream = home.stream.clone();
+        for c in all.iter().filter(|c| c.stream == stream && c.cell > 0) {
+            home.add_audience(c);
+        }
     }
     Some(home)
 }

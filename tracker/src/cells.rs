@@ -750,16 +750,8 @@ fn merge(cells: &[StreamStats]) -> StreamStats {
     let mut segs: Vec<(SegmentStats, Spreads)> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for s in cells {
-        m.viewers += s.viewers;
-        m.peers.native += s.peers.native;
-        m.peers.browser += s.peers.browser;
-        m.peers.relay += s.peers.relay;
+        m.add_audience(s);
         m.peers.publisher = m.peers.publisher.max(s.peers.publisher);
-        m.http_bytes += s.http_bytes;
-        m.p2p_bytes += s.p2p_bytes;
-        m.uploaded_bytes += s.uploaded_bytes;
-        m.stalls += s.stalls;
-        m.stall_ms += s.stall_ms;
         m.published = m.published.max(s.published);
         m.first_fetch_assigned += s.first_fetch_assigned;
         m.first_fetch_replaced += s.first_fetch_replaced;
@@ -807,12 +799,6 @@ fn merge(cells: &[StreamStats]) -> StreamStats {
             s
         })
         .collect();
-    let media = m.http_bytes + m.p2p_bytes;
-    m.offload = if media == 0 {
-        0.0
-    } else {
-        m.p2p_bytes as f64 / media as f64
-    };
     m.startup_ms_p50 = median(cells.iter().filter_map(|s| s.startup_ms_p50).collect());
     m.spread_50_ms_median = median(m.segments.iter().filter_map(|s| s.spread_50_ms).collect());
     m.spread_95_ms_median = median(m.segments.iter().filter_map(|s| s.spread_95_ms).collect());

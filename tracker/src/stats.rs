@@ -82,3 +82,25 @@ pub struct StreamStats {
     /// The live window.
     pub segments: Vec<SegmentStats>,
 }
+
+impl StreamStats {
+    /// Adds the viewers, relays, bytes and stalls of another swarm of the
+    /// same stream (a cell) to these, the offload recomputed.
+    pub fn add_audience(&mut self, o: &StreamStats) {
+        self.viewers += o.viewers;
+        self.peers.native += o.peers.native;
+        self.peers.browser += o.peers.browser;
+        self.peers.relay += o.peers.relay;
+        self.http_bytes += o.http_bytes;
+        self.p2p_bytes += o.p2p_bytes;
+        self.uploaded_bytes += o.uploaded_bytes;
+        self.stalls += o.stalls;
+        self.stall_ms += o.stall_ms;
+        let media = self.http_bytes + self.p2p_bytes;
+        self.offload = if media == 0 {
+            0.0
+        } else {
+            self.p2p_bytes as f64 / media as f64
+        };
+    }
+}
