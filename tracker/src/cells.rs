@@ -149,8 +149,6 @@ pub struct Cells {
     /// Cells beyond cell 0 live elsewhere (`--tier-url`): `Some`, by cell
     /// number (only cells with a feeder or a recent joiner).
     remote: Option<BTreeMap<u32, Remote>>,
-    feeders: usize,
-    redirects: u64,
 }
 
 impl Cells {
@@ -171,8 +169,6 @@ impl Cells {
             out: VecDeque::new(),
             refused: BTreeMap::new(),
             remote: None,
-            feeders: 0,
-            redirects: 0,
         }
     }
 
@@ -186,11 +182,6 @@ impl Cells {
         self
     }
 
-    /// Joiners redirected to other cells so far.
-    pub fn redirects(&self) -> u64 {
-        self.redirects
-    }
-
     /// Admits a session: joined here, or (spread cells, cell 0 full)
     /// redirected to the least-populated remote cell with room, or to a new
     /// one.
@@ -202,13 +193,7 @@ impl Cells {
         if !redirect {
             return self.join(now, req).map(Admitted::Seat);
         }
-        if self
-            .cells
-            .iter()
-            .any(|c| c.core.slot_of(&req.peer_id).is_some())
-        {
-            return Err(self.refuse(ErrorCode::PeerIdTaken));
-        }
+        self.check_id(&req.peer_id)?;
         let cap = u32::try_from(self.cell_viewers).unwrap_or(u32::MAX);
         let Some(remote) = self.remote.as_mut() else {
             return Err(ErrorCode::Internal);
@@ -240,7 +225,6 @@ impl Cells {
             }
         };
         remote.entry(k).or_default().pending.push_back(now);
-        self.redirects += 1;
         Ok(Admitted::Redirect(k))
     }
 
@@ -257,15 +241,11 @@ impl Cells {
         if cell > highest.saturating_add(CELL_SLACK) {
             return Err(self.refuse(ErrorCode::Forbidden));
         }
-        let seat = self.free.pop().unwrap_or_else(|| {
-            self.seats.push(None);
-            (self.seats.len() - 1) as Seat
-        });
+        let seat = self.alloc_seat();
         if let Some(remote) = self.remote.as_mut() {
             remote.entry(cell).or_default().reports.push((seat, 0));
         }
         self.seats[seat as usize] = Some(Member::Feeder { cell });
-        self.feeders += 1;
         let welcome = ServerMsg::Welcome {
             peer_id,
             config: PeerConfig {
@@ -291,9 +271,14 @@ impl Cells {
         Ok(seat)
     }
 
-    /// Feeders of remote cells connected.
+    /// Feeders of remote cells connected (each one's seat is in its
+    /// cell's reports).
     pub fn feeder_count(&self) -> usize {
-        self.feeders
+        self.remote
+            .iter()
+            .flat_map(BTreeMap::values)
+            .map(|r| r.reports.len())
+            .sum()
     }
 
     /// Publishers connected.
@@ -303,19 +288,16 @@ impl Cells {
 
     /// The seats of the feeders of remote cells.
     pub fn feeder_seats(&self) -> Vec<Seat> {
-        if self.feeders == 0 {
-            return Vec::new();
-        }
-        self.seats
+        self.remote
             .iter()
-            .enumerate()
-            .filter_map(|(s, m)| matches!(m, Some(Member::Feeder { .. })).then_some(s as Seat))
+            .flat_map(BTreeMap::values)
+            .flat_map(|r| r.reports.iter().map(|&(s, _)| s))
             .collect()
     }
 
     /// Sessions in the stream (a publisher counts once).
     pub fn len(&self) -> usize {
-        self.members + self.publishers + self.feeders
+        self.members + self.publishers + self.feeder_count()
     }
 
     /// No session.
@@ -333,6 +315,23 @@ impl Cells {
         self.out.pop_front()
     }
 
+    /// Ids are unique in the stream (checked before a cell is chosen: a
+    /// full cell sends the joiner to a new one, which has not seen it).
+    fn check_id(&mut self, id: &PeerId) -> Result<(), ErrorCode> {
+        if self.cells.iter().any(|c| c.core.slot_of(id).is_some()) {
+            return Err(self.refuse(ErrorCode::PeerIdTaken));
+        }
+        Ok(())
+    }
+
+    /// A free seat (its entry still `None`).
+    fn alloc_seat(&mut self) -> Seat {
+        self.free.pop().unwrap_or_else(|| {
+            self.seats.push(None);
+            (self.seats.len() - 1) as Seat
+        })
+    }
+
     fn refuse(&mut self, code: ErrorCode) -> ErrorCode {
         *self.refused.entry(code.as_str()).or_default() += 1;
         code
@@ -341,23 +340,12 @@ impl Cells {
     /// Admits an authenticated session into a cell (every cell, for a
     /// publisher).
     pub fn join(&mut self, now: u64, req: JoinRequest) -> Result<Seat, ErrorCode> {
-        // Ids are unique in the stream (checked before a cell is chosen: a
-        // full cell sends the joiner to a new one, which has not seen it).
-        if self
-            .cells
-            .iter()
-            .any(|c| c.core.slot_of(&req.peer_id).is_some())
-        {
-            return Err(self.refuse(ErrorCode::PeerIdTaken));
-        }
+        self.check_id(&req.peer_id)?;
         let publisher = req.kind == ClientKind::Publisher;
         if !publisher && self.members >= self.cfg.max_peers {
             return Err(self.refuse(ErrorCode::Overloaded));
         }
-        let seat = self.free.pop().unwrap_or_else(|| {
-            self.seats.push(None);
-            (self.seats.len() - 1) as Seat
-        });
+        let seat = self.alloc_seat();
         let member = if publisher {
             if self.cells.is_empty() {
                 self.open_cell(now);
@@ -632,7 +620,6 @@ impl Cells {
                 }
             }
             Member::Feeder { cell } => {
-                self.feeders -= 1;
                 if let Some(remote) = self.remote.as_mut() {
                     if let Some(r) = remote.get_mut(&cell) {
                         r.reports.retain(|&(s, _)| s != seat);
@@ -700,15 +687,16 @@ impl Cells {
     /// the slowest cell's, the startup median the median of the cells'.
     pub fn stats(&self) -> StreamStats {
         let per_cell: Vec<StreamStats> = self.cells.iter().map(|c| c.core.stats()).collect();
-        let mut all = match per_cell.len() {
-            0 => StreamStats {
+        let cells = per_cell.iter().map(|s| s.viewers + s.peers.relay).collect();
+        let mut all = if per_cell.len() > 1 {
+            merge(&per_cell)
+        } else {
+            per_cell.into_iter().next().unwrap_or_else(|| StreamStats {
                 stream: self.stream.to_string(),
                 ..StreamStats::default()
-            },
-            1 => per_cell[0].clone(),
-            _ => merge(&per_cell),
+            })
         };
-        all.cells = per_cell.iter().map(|s| s.viewers + s.peers.relay).collect();
+        all.cells = cells;
         // Remote cells by number, as their feeders last reported them
         // (with the joiners sent there lately).
         for r in self.remote.iter().flat_map(BTreeMap::values) {
@@ -1142,7 +1130,8 @@ mod tests {
             c.admit(0, req("a", ClientKind::Native)),
             Err(ErrorCode::PeerIdTaken)
         );
-        assert_eq!(c.redirects(), 3);
+        // Three sent: two to cell 1 and one to cell 2, counted as pending.
+        assert_eq!(c.stats().cells, vec![2, 2, 1]);
         drain(&mut c);
         // The node that took cell 1 feeds it from here: a welcome, the
         // recent records, then each new one.

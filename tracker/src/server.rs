@@ -406,7 +406,7 @@ async fn ws_upgrade(
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .on_upgrade(move |socket| {
-            let conn = t.next_conn.fetch_add(1, Ordering::Relaxed);
+            let conn = t.next_conn();
             let span =
                 info_span!("session", conn, %remote, stream = field::Empty, peer = field::Empty);
             let tasks = t.tasks.clone();
@@ -671,9 +671,7 @@ impl Feed {
     fn lost(feed: Option<&Feed>) -> bool {
         feed.is_none_or(|f| f.ended || (!f.up && f.down_since.elapsed() > FEED_GRACE))
     }
-}
 
-impl Feed {
     /// Joins the stand-in publisher and starts the client (`None` when the
     /// core refuses the stand-in, which an empty swarm never does).
     fn start(t: &Tracker, key: &SwarmKey, tier_url: &str, core: &mut Cells) -> Option<Feed> {
@@ -835,7 +833,7 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
                 }
                 if cell > 0 && Feed::lost(feed.as_ref()) && core.len() > stand_in {
                     let text = "this cell lost the stream's home; retry";
-                    let n = let_go(&mut core, &mut conns, feed.as_ref().map(|f| f.seat), text, now_ms());
+                    let n = let_go(&mut core, &mut conns, text, now_ms());
                     warn!(sessions = n, "cell without its feed from the stream's home: sessions let go");
                     metrics::counter!("swarmcast_tracker_cell_feed_lost_total").increment(1);
                 }
@@ -892,17 +890,16 @@ async fn swarm_task(t: Arc<Tracker>, key: SwarmKey, mut rx: mpsc::Receiver<Cmd>)
 /// A home with feeders and no publisher for this long lets the feeders go.
 const STALE_HOME: Duration = Duration::from_secs(10);
 
-/// Lets every session go but `keep` (the stand-in publisher, which has no
-/// connection), each told why first; returns how many went.
+/// Lets every connected session go (not the stand-in publisher, which has
+/// no connection), each told why first; returns how many went.
 fn let_go(
     core: &mut Cells,
     conns: &mut [Option<(ConnId, mpsc::Sender<Utf8Bytes>)>],
-    keep: Option<Seat>,
     why: &str,
     now: u64,
 ) -> usize {
     let seats: Vec<Seat> = (0..conns.len() as Seat)
-        .filter(|&s| Some(s) != keep && conns[s as usize].is_some())
+        .filter(|&s| conns[s as usize].is_some())
         .collect();
     let_go_seats(core, conns, &seats, why, now);
     seats.len()
